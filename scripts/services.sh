@@ -12,7 +12,7 @@ PG_PORT="${ORCH_PG_PORT:-54329}"
 PG_DIR="$RUN/postgres"
 KAFKA_PORT="${ORCH_KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${ORCH_KAFKA_CONTROLLER_PORT:-19093}"
-KAFKA_DIR="$RUN/kafka"
+KAFKA_DIR="${ORCH_KAFKA_DIR:-$RUN/kafka}"  # tests point this at a private broker
 KAFKA_LIB="$ROOT/services/kafka/lib"
 ENV_FILE="$RUN/env"
 
@@ -194,7 +194,9 @@ ENV
 cmd=${1:-status}; shift || true
 targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(postgres kafka)
 case "$cmd" in
-  up)     for t in "${targets[@]}"; do "${t}_up"; done; write_env; for t in "${targets[@]}"; do "${t}_status"; done ;;
+  up)     for t in "${targets[@]}"; do "${t}_up"; done
+          [ -n "${ORCH_KAFKA_DIR:-}" ] || write_env
+          for t in "${targets[@]}"; do "${t}_status"; done ;;
   down)   for t in "${targets[@]}"; do "${t}_down"; done ;;
   status) for t in "${targets[@]}"; do "${t}_status"; done ;;
   *) die "usage: scripts/services.sh up|status|down [postgres|kafka ...]" ;;

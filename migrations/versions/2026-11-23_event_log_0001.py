@@ -86,17 +86,17 @@ DECLARE
     head_version integer;
     head_hash    bytea;
     at           timestamptz := now();
-    i            integer;
-    v            integer;
-    pos          bigint;
+    n            integer := coalesce(array_length(p_event_ids, 1), 0);
     versions     integer[] := '{}';
-    positions    bigint[]  := '{}';
+    hashes       bytea[]   := '{}';
+    positions    bigint[];
 BEGIN
     IF p_idempotency_key IS NOT NULL THEN
         RETURN QUERY SELECT unnest(k.versions), unnest(k.positions)
                      FROM idempotency_keys k WHERE k.key = p_idempotency_key;
         IF FOUND THEN RETURN; END IF;
     END IF;
+    -- Read the head before the first write (see the note at the top of this file).
     SELECT e.version, e.hash INTO head_version, head_hash
       FROM events e WHERE e.stream_id = p_stream_id ORDER BY e.version DESC LIMIT 1;
     IF NOT FOUND THEN
@@ -108,25 +108,25 @@ BEGIN
             p_stream_id, head_version, p_expected_version
             USING ERRCODE = 'ES409', DETAIL = head_version::text;
     END IF;
-    FOR i IN 1 .. coalesce(array_length(p_event_ids, 1), 0) LOOP
-        v := head_version + i;
-        head_hash := event_hash(head_hash, p_stream_id, v, p_event_ids[i], p_types[i],
-                                p_schema_versions[i], at, p_data[i], p_metadata);
+    FOR i IN 1 .. n LOOP
+        head_hash := event_hash(head_hash, p_stream_id, head_version + i, p_event_ids[i],
+                                p_types[i], p_schema_versions[i], at, p_data[i], p_metadata);
+        versions := versions || (head_version + i);
+        hashes := hashes || head_hash;
+    END LOOP;
+    WITH inserted AS (
         INSERT INTO events (stream_id, category, version, event_id, type, schema_version,
                             data, metadata, recorded_at, hash)
-        VALUES (p_stream_id, p_category, v, p_event_ids[i], p_types[i], p_schema_versions[i],
-                p_data[i], p_metadata, at, head_hash)
-        RETURNING position INTO pos;
-        versions := versions || v;
-        positions := positions || pos;
-        out_version := v;
-        out_position := pos;
-        RETURN NEXT;
-    END LOOP;
+        SELECT p_stream_id, p_category, u.v, u.id, u.t, u.sv, u.d, p_metadata, at, u.h
+          FROM unnest(versions, p_event_ids, p_types, p_schema_versions, p_data, hashes)
+               AS u(v, id, t, sv, d, h)
+        RETURNING version, position)
+    SELECT array_agg(position ORDER BY version) INTO positions FROM inserted;
     IF p_idempotency_key IS NOT NULL THEN
         INSERT INTO idempotency_keys (key, stream_id, versions, positions)
         VALUES (p_idempotency_key, p_stream_id, versions, positions);
     END IF;
+    RETURN QUERY SELECT unnest(versions), unnest(positions);
 END $$;
 
 -- Where the Kafka relay has published up to, in log order.

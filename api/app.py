@@ -1,0 +1,50 @@
+"""The Litestar application, built from dependencies the bootstrap passes in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler
+
+from api.errors import EXCEPTION_HANDLERS
+from api.operations import Operations, OperationsController
+
+
+@dataclass
+class ApiDependencies:
+    """Everything the controllers may use; nothing is imported behind their back."""
+
+    operations: Operations
+    extra: dict[str, Any] = field(default_factory=dict)
+    route_handlers: list[ControllerRouterHandler] = field(default_factory=list)
+
+
+def create_app(deps: ApiDependencies, *, base_path: str = "", debug: bool = False) -> Litestar:
+    dependencies = {"operations": Provide(lambda: deps.operations, sync_to_thread=False)}
+    for name, value in deps.extra.items():
+        dependencies[name] = Provide(_constant(value), sync_to_thread=False)
+    handlers: list[ControllerRouterHandler] = [OperationsController, *deps.route_handlers]
+    routes: list[ControllerRouterHandler] = (
+        [Router(path=base_path, route_handlers=handlers)] if base_path else handlers)
+    return Litestar(
+        route_handlers=routes,
+        dependencies=dependencies,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="PaaS Orchestrator", version="1.0.0",
+            description="Event-sourced PaaS orchestrator, compatible with the INDIGO PaaS "
+                        "Orchestrator REST API (orchent, INFN Cloud dashboard).",
+            path=f"{base_path}/openapi"),
+        debug=debug,
+    )
+
+
+def _constant(value: Any) -> Any:
+    def provide() -> Any:
+        return value
+
+    return provide

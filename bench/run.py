@@ -1,0 +1,29 @@
+"""Run the benchmarks and print a table: `.venv/bin/python -m bench.run [names...]`.
+
+Writes the figures to bench/results/latest.json. Never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from bench import common, eventstore_bench
+
+
+async def main(selected: set[str], repeats: int) -> None:
+    results: list[dict[str, object]] = []
+    if not selected or "append" in selected:
+        url = await common.scratch_database("orch_bench_append")
+        results += await eventstore_bench.run_append(url, repeats)
+    print(f"machine: {common.machine()}")
+    common.print_table(results)
+    common.save(results)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("groups", nargs="*", help="append, relay, rebuild, e2e (default: all)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(set(args.groups), args.repeats))

@@ -1,0 +1,65 @@
+"""Prometheus metrics, refreshed from the database and the running components
+at scrape time (so they are right whichever process did the work)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from eventstore.relay import KafkaRelay
+from eventstore.store import EventStore
+
+# Counting beyond this many unpublished events would make a scrape slow.
+LAG_COUNT_LIMIT = 1_000_000
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events_appended = Gauge(
+            "orchestrator_events_appended", "Events in the log (appended since the start)",
+            registry=self.registry)
+        self.relay_lag = Gauge(
+            "orchestrator_relay_lag_events", "Events in the log not yet published to Kafka",
+            registry=self.registry)
+        self.relay_active = Gauge(
+            "orchestrator_relay_active", "1 when this process holds the relay lock",
+            registry=self.registry)
+        self.consumer_lag = Gauge(
+            "orchestrator_consumer_lag_messages", "Kafka messages a consumer has not applied",
+            ["consumer", "topic", "partition"], registry=self.registry)
+        self.handler_failures = Gauge(
+            "orchestrator_handler_failures", "Handler attempts that raised, since start",
+            ["handler"], registry=self.registry)
+        self.parked = Gauge(
+            "orchestrator_parked_events", "Dead-lettered events waiting for an operator",
+            ["handler"], registry=self.registry)
+        self.parked_messages = Gauge(
+            "orchestrator_parked_messages", "Kafka messages that could not be decoded",
+            registry=self.registry)
+        self.unknown_types_skipped = Gauge(
+            "orchestrator_unknown_event_types_skipped", "Events of unknown types skipped live",
+            ["consumer"], registry=self.registry)
+        self.extra_refreshers: list[Callable[[], Awaitable[None]]] = []
+
+    async def refresh(self, store: EventStore, relay: KafkaRelay | None) -> None:
+        async with store.pool.acquire() as conn:
+            self.events_appended.set(
+                await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+            checkpoint = await conn.fetchrow(
+                "SELECT tx_id, position FROM relay_checkpoints WHERE name = 'kafka'")
+            lag_query = (
+                "SELECT count(*) FROM (SELECT 1 FROM events WHERE "
+                + ("(tx_id, position) > ($1, $2) " if checkpoint else "true ")
+                + f"LIMIT {LAG_COUNT_LIMIT}) AS unpublished")
+            self.relay_lag.set(await conn.fetchval(lag_query, *(checkpoint or ())))
+            self.parked.clear()
+            for row in await conn.fetch(
+                    "SELECT handler, count(*) FROM dead_letters WHERE status <> 'done' "
+                    "GROUP BY handler"):
+                self.parked.labels(row[0]).set(row[1])
+            self.parked_messages.set(await conn.fetchval("SELECT count(*) FROM parked_messages"))
+        self.relay_active.set(1 if relay is not None and relay.stats.holds_lock else 0)
+        for refresher in self.extra_refreshers:
+            await refresher()
