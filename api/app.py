@@ -40,6 +40,7 @@ def create_app(deps: ApiDependencies, *, base_path: str = "", debug: bool = Fals
                         "Orchestrator REST API (orchent, INFN Cloud dashboard).",
             path=f"{base_path}/openapi"),
         debug=debug,
+        logging_config=None,  # orchestrator.logs owns logging: JSON lines
     )
 
 

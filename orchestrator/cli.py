@@ -1,0 +1,147 @@
+"""`orchestrator` command line: run the system and operate it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from typing import Any
+
+from eventstore.dead_letters import list_dead_letters, retry_dead_letters
+from eventstore.rebuild import RebuildProgress, rebuild
+from orchestrator import bootstrap, logs, migrate
+from orchestrator.settings import Settings
+
+
+class ProgressBar:
+    """One line on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, label: str, width: int = 30) -> None:
+        self.label = label
+        self.width = width
+        self._last_draw = 0.0
+
+    def __call__(self, progress: RebuildProgress) -> None:
+        now = time.monotonic()
+        finished = progress.done >= progress.total
+        if not finished and now - self._last_draw < 0.1:
+            return
+        self._last_draw = now
+        fraction = progress.done / progress.total if progress.total else 1.0
+        filled = int(fraction * self.width)
+        eta = "--:--" if progress.eta_seconds is None else _clock(progress.eta_seconds)
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {fraction:6.1%} "
+            f"{progress.done:,}/{progress.total:,} events  {progress.rate:,.0f} ev/s  ETA {eta}")
+        if finished:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    await asyncio.to_thread(migrate.upgrade, settings.database_url)
+    system = await bootstrap.build(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if args.demo_data:
+            from orchestrator import demo
+
+            await demo.load(system)
+        url = f"http://{settings.api_host}:{settings.api_port}{settings.api_base_path}"
+        print(f"Orchestrator API listening on {url}/  (OpenAPI: {url}/openapi)", flush=True)
+        await bootstrap.run(system, stop)
+    finally:
+        await system.close()
+    return 0
+
+
+async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    system = await bootstrap.build(settings)
+    try:
+        projection, categories = system.projection(args.projection)
+        result = await rebuild(
+            projection, store=system.store, engine=system.engine,
+            bootstrap_servers=settings.kafka_bootstrap, topic_prefix=settings.topic_prefix,
+            categories=categories, registry=system.registry,
+            progress=ProgressBar(f"rebuild {projection.NAME}"),
+            settings=bootstrap.consumer_settings(settings), switch=not args.no_switch)
+        state = "live" if result.switched else "built, not switched"
+        print(f"{projection.NAME} v{result.version} is {state} "
+              f"({result.replay.events:,} events replayed)")
+    finally:
+        await system.close()
+    return 0
+
+
+async def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    system = await bootstrap.build(settings)
+    try:
+        if args.action == "list":
+            letters = await list_dead_letters(system.engine, args.handler,
+                                              stream_id=args.stream)
+            if not letters:
+                print("no parked events")
+            for letter in letters:
+                print(f"{letter.id}\t{letter.handler}\t{letter.stream_id}\tposition "
+                      f"{letter.position}\t{letter.type}\t{letter.status}\t"
+                      f"attempts={letter.attempts}\t{letter.last_error}")
+            return 0
+        report = await retry_dead_letters(system.engine, system.handler(args.handler),
+                                          args.stream, registry=system.registry)
+        print(f"retried: {report.succeeded} succeeded, {len(report.failed)} stream(s) "
+              f"failed again, {report.still_parked} still parked")
+        for stream, error in report.failed.items():
+            print(f"  {stream}: {error}")
+        return 0 if not report.failed else 1
+    finally:
+        await system.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run API, relay, projections and handlers")
+    run.add_argument("--demo-data", action="store_true", help="load demo deployments first")
+    commands.add_parser("migrate", help="apply database migrations")
+    rebuild_cmd = commands.add_parser("rebuild", help="rebuild a projection from the log")
+    rebuild_cmd.add_argument("projection")
+    rebuild_cmd.add_argument("--no-switch", action="store_true",
+                             help="build and catch up, but keep the current version live")
+    dead = commands.add_parser("dead-letters", help="list or retry parked handler events")
+    dead.add_argument("action", choices=["list", "retry"])
+    dead.add_argument("handler", nargs="?", help="handler name (required for retry)")
+    dead.add_argument("--stream", help="only this stream")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    if args.command == "migrate":
+        migrate.upgrade(settings.database_url)
+        print("database is at the latest migration")
+        return 0
+    if args.command == "dead-letters" and args.action == "retry" and not args.handler:
+        print("dead-letters retry needs a handler name", file=sys.stderr)
+        return 2
+    action: Any = {"run": _run, "rebuild": _rebuild, "dead-letters": _dead_letters}[args.command]
+    with contextlib.suppress(KeyboardInterrupt):
+        return int(asyncio.run(action(args, settings)))
+    return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
