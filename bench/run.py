@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import common, eventstore_bench
+from bench import common, eventstore_bench, pipeline_bench
 
 
 async def main(selected: set[str], repeats: int) -> None:
@@ -16,6 +16,15 @@ async def main(selected: set[str], repeats: int) -> None:
     if not selected or "append" in selected:
         url = await common.scratch_database("orch_bench_append")
         results += await eventstore_bench.run_append(url, repeats)
+    if not selected or "relay" in selected:
+        url = await common.scratch_database("orch_bench_relay")
+        results.append(await pipeline_bench.run_relay(url, repeats))
+    if not selected or "rebuild" in selected:
+        url = await common.scratch_database("orch_bench_rebuild")
+        results.append(await pipeline_bench.run_rebuild(url, repeats))
+    if not selected or "e2e" in selected:
+        url = await common.scratch_database("orch_bench_e2e")
+        results.append(await pipeline_bench.run_e2e(url))
     print(f"machine: {common.machine()}")
     common.print_table(results)
     common.save(results)

@@ -136,7 +136,9 @@ class KafkaRelay:
 
     async def _publish_batch(self, batch: list[RecordedEvent],
                              producer: AIOKafkaProducer) -> None:
-        sends = []
+        # Group per partition, keeping log order inside each: a partition's records
+        # go out in one or more producer batches, in order.
+        per_partition: dict[TopicPartition, list[RecordedEvent]] = {}
         for event in batch:
             topic = kafka_format.topic_for(self.topic_prefix, event.category)
             await self._ensure_topic(topic)
@@ -145,12 +147,22 @@ class KafkaRelay:
             if already is not None and event.log_position <= already:
                 self.stats.skipped_already_published += 1
                 continue
-            key, value, headers = kafka_format.encode(event)
-            sends.append(await producer.send(tp.topic, value, key=key, headers=headers,
-                                             partition=tp.partition))
+            per_partition.setdefault(tp, []).append(event)
+        sends = []
+        for tp, events in per_partition.items():
+            kafka_batch = producer.create_batch()
+            for event in events:
+                key, value, headers = kafka_format.encode(event)
+                if kafka_batch.append(key=key, value=value, timestamp=None,
+                                      headers=headers) is None:
+                    sends.append(await producer.send_batch(kafka_batch, tp.topic,
+                                                           partition=tp.partition))
+                    kafka_batch = producer.create_batch()
+                    kafka_batch.append(key=key, value=value, timestamp=None, headers=headers)
+            sends.append(await producer.send_batch(kafka_batch, tp.topic, partition=tp.partition))
         # All acknowledged, or the whole batch is retried after a fresh probe.
         await asyncio.gather(*sends)
-        self.stats.published += len(sends)
+        self.stats.published += sum(len(events) for events in per_partition.values())
 
     # -------------------------------------------------------------- topics
     async def _ensure_topic(self, topic: str) -> None:

@@ -154,7 +154,10 @@ class EventStore:
         to_position: LogPosition | None = None,
     ) -> list[RecordedEvent]:
         """The next events in log order after `after`, only those that are final."""
-        query = _SELECT + f" WHERE (tx_id, position) > ($1::text::xid8, $2) AND {_BELOW_HORIZON}"
+        # Qualified names: the select list's tx_id is the bigint rendering, and
+        # ORDER BY would pick that alias and sort instead of using the index.
+        query = (_SELECT + " WHERE (events.tx_id, events.position) > ($1::text::xid8, $2)"
+                 f" AND {_BELOW_HORIZON}")
         args: list[Any] = [str(after.tx_id), after.position]
         if categories is not None:
             args.append(list(categories))
@@ -163,7 +166,7 @@ class EventStore:
             args.extend([str(to_position.tx_id), to_position.position])
             query += f" AND (tx_id, position) <= (${len(args) - 1}::text::xid8, ${len(args)})"
         args.append(limit)
-        query += f" ORDER BY tx_id, position LIMIT ${len(args)}"
+        query += f" ORDER BY events.tx_id, events.position LIMIT ${len(args)}"
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(query, *args)
         return [_row_to_event(r) for r in rows]
@@ -173,7 +176,7 @@ class EventStore:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
                 f"SELECT tx_id::text::bigint, position FROM events WHERE {_BELOW_HORIZON} "
-                "ORDER BY tx_id DESC, position DESC LIMIT 1")
+                "ORDER BY events.tx_id DESC, events.position DESC LIMIT 1")
         return LogPosition(row[0], row[1]) if row else LogPosition.start()
 
     async def count_after(self, after: LogPosition,

@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from eventstore.dead_letters import list_dead_letters, retry_dead_letters
-from eventstore.rebuild import RebuildProgress, rebuild
+from eventstore.rebuild import RebuildInProgress, RebuildProgress, rebuild
+from eventstore.records import UnknownEventType
 from orchestrator import bootstrap, logs, migrate
 from orchestrator.settings import Settings
 
@@ -138,9 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         print("dead-letters retry needs a handler name", file=sys.stderr)
         return 2
     action: Any = {"run": _run, "rebuild": _rebuild, "dead-letters": _dead_letters}[args.command]
-    with contextlib.suppress(KeyboardInterrupt):
-        return int(asyncio.run(action(args, settings)))
-    return 130
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return int(asyncio.run(action(args, settings)))
+        return 130
+    except (KeyError, UnknownEventType, RebuildInProgress) as error:
+        # An operator mistake or a log this code cannot read: say what, not where.
+        message = error.args[0] if isinstance(error, KeyError) else str(error)
+        print(f"orchestrator {args.command}: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

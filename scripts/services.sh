@@ -131,7 +131,6 @@ transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=-1
-log.flush.interval.messages=1
 PROPS
   cat > "$KAFKA_DIR/log4j.properties" <<L4J
 log4j.rootLogger=WARN, file

@@ -1,0 +1,201 @@
+"""Operations: health, readiness, metrics, JSON logs, and the operator CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from domain.deployments import CreateDeployment, DeleteDeployment
+from domain.deployments.values import RequestedResources, TemplateIdentity, template_sha256
+from eventstore import kafka_format
+from eventstore.dead_letters import park
+from eventstore.records import Metadata
+from eventstore.store import EventStore
+from orchestrator import bootstrap, logs
+from orchestrator.demo import DEMO_OWNER, DEMO_TEMPLATE, DEPLOYMENTS
+from orchestrator.settings import ROOT, Settings
+from tests.eventstore.sample_events import opened
+from tests.http_server import serve
+
+
+def settings_for(database_url: str, kafka: str, prefix: str) -> Settings:
+    return Settings(database_url=database_url, kafka_bootstrap=kafka, topic_prefix=prefix)
+
+
+@pytest.fixture(name="fx_system")
+async def fixture_system(fx_database_url: str, fx_kafka_bootstrap: str,
+                         fx_topic_prefix: str) -> AsyncIterator[bootstrap.System]:
+    system = await bootstrap.build(settings_for(fx_database_url, fx_kafka_bootstrap,
+                                                fx_topic_prefix))
+    yield system
+    await system.close()
+
+
+async def test_healthz_readyz_and_metrics(fx_system: bootstrap.System) -> None:
+    await fx_system.store.append("deployment-1", 0, [opened()], Metadata())
+    async with serve(fx_system.app) as client:
+        health = await client.get("/healthz")
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        checks = ready.json()["checks"]
+        assert checks["postgres"]["ok"] and checks["kafka"]["ok"]
+        assert checks["relay"]["lagEvents"] == 1  # appended, no relay running yet
+
+        metrics = (await client.get("/metrics")).text
+        assert "orchestrator_events_appended 1.0" in metrics
+        assert "orchestrator_relay_lag_events 1.0" in metrics
+        assert "orchestrator_parked_messages 0.0" in metrics
+
+
+async def test_readyz_is_503_when_kafka_is_unreachable(
+        fx_database_url: str, fx_topic_prefix: str) -> None:
+    # Port 9 on loopback: nothing listens there.
+    system = await bootstrap.build(settings_for(fx_database_url, "127.0.0.1:9", fx_topic_prefix))
+    try:
+        async with serve(system.app) as client:
+            ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["status"] == "not ready"
+        assert body["checks"]["kafka"]["ok"] is False
+        assert body["checks"]["postgres"]["ok"] is True
+    finally:
+        await system.close()
+
+
+async def test_metrics_count_parked_events(fx_system: bootstrap.System) -> None:
+    result = await fx_system.store.append("deployment-2", 0, [opened()], Metadata())
+    (event,) = await fx_system.store.read_stream("deployment-2")
+    _, value, headers = kafka_format.encode(event)
+    async with fx_system.engine.begin() as conn:
+        await park(conn, handler="im", event=event, topic="t", partition=0, offset=0,
+                   payload=value, headers=headers, attempts=5, error="IM said no")
+    assert result.version == 1
+    async with serve(fx_system.app) as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'orchestrator_parked_events{handler="im"} 1.0' in metrics
+
+
+def test_logs_are_json_lines_and_never_show_a_token() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonLinesFormatter())
+    logger = logging.getLogger("test.json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+    try:
+        logger.warning("call failed with Authorization: Bearer %s", token,
+                       extra={"deployment": "d-1", "header": f"bearer {token}"})
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["level"] == "WARNING" and entry["deployment"] == "d-1"
+    assert token not in lines[0]
+    assert "[redacted" in entry["message"] and "[redacted" in entry["header"]
+
+
+def deployment_id(index: int) -> str:
+    return f"00000000-0000-4000-8000-{index:012d}"
+
+
+async def create_deployment(system: bootstrap.System, index: int) -> None:
+    command = CreateDeployment(
+        deployment_id=deployment_id(index), actor=DEMO_OWNER, user_group="g",
+        template=DEMO_TEMPLATE,
+        template_identity=TemplateIdentity(name="Demo VM", type="vm",
+                                           hash=template_sha256(DEMO_TEMPLATE)),
+        requested_resources=RequestedResources(vms=1))
+    await system.commands.execute(f"deployment-{deployment_id(index)}", DEPLOYMENTS, command,
+                                  Metadata(actor_subject=DEMO_OWNER.subject))
+
+
+def run_cli(*args: str, database_url: str, kafka: str, prefix: str
+            ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ORCH_DATABASE_URL": database_url, "ORCH_KAFKA_BOOTSTRAP": kafka,
+           "ORCH_TOPIC_PREFIX": prefix}
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+async def test_cli_rebuild_builds_a_new_version_with_progress_and_switches(
+        fx_system: bootstrap.System, fx_store: EventStore, fx_database_url: str,
+        fx_kafka_bootstrap: str, fx_topic_prefix: str) -> None:
+    for i in range(50):
+        await create_deployment(fx_system, i)
+        await fx_system.commands.execute(
+            f"deployment-{deployment_id(i)}", DEPLOYMENTS,
+            DeleteDeployment(deployment_id=deployment_id(i), actor=DEMO_OWNER), Metadata())
+    first = run_cli("rebuild", "event_counts", database_url=fx_database_url,
+                    kafka=fx_kafka_bootstrap, prefix=fx_topic_prefix)
+    assert first.returncode == 0, first.stderr
+    assert "event_counts v1 is live (150 events replayed)" in first.stdout
+    assert "100.0%" in first.stderr and "ETA" in first.stderr
+    second = run_cli("rebuild", "event_counts", database_url=fx_database_url,
+                     kafka=fx_kafka_bootstrap, prefix=fx_topic_prefix)
+    assert second.returncode == 0, second.stderr
+    assert "event_counts v2 is live" in second.stdout
+    async with fx_store.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT version, state FROM projection_versions "
+                                "WHERE projection = 'event_counts' ORDER BY version")
+        counts = await conn.fetchval("SELECT sum(count) FROM event_counts_v2")
+    assert [(r["version"], r["state"]) for r in rows] == [(1, "retired"), (2, "live")]
+    assert counts == 150  # requested, deletion requested, deleted
+
+
+async def test_cli_rebuild_refuses_a_log_it_cannot_read(
+        fx_store: EventStore, fx_database_url: str, fx_kafka_bootstrap: str,
+        fx_topic_prefix: str) -> None:
+    """A rebuild is strict: an event type this code does not know stops it loudly."""
+    await fx_store.append("deployment-x", 0, [opened()], Metadata())
+    result = run_cli("rebuild", "event_counts", database_url=fx_database_url,
+                     kafka=fx_kafka_bootstrap, prefix=fx_topic_prefix)
+    assert result.returncode == 1
+    assert "unknown event type 'counter.opened'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_cli_lists_dead_letters_and_rejects_unknown_handlers(
+        fx_store: EventStore, fx_database_url: str, fx_kafka_bootstrap: str,
+        fx_topic_prefix: str) -> None:
+    empty = run_cli("dead-letters", "list", database_url=fx_database_url,
+                    kafka=fx_kafka_bootstrap, prefix=fx_topic_prefix)
+    assert empty.returncode == 0 and "no parked events" in empty.stdout
+
+    await fx_store.append("deployment-9", 0, [opened()], Metadata())
+    (event,) = await fx_store.read_stream("deployment-9")
+    _, value, headers = kafka_format.encode(event)
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from orchestrator.settings import sqlalchemy_url
+
+    engine = create_async_engine(sqlalchemy_url(fx_database_url))
+    async with engine.begin() as conn:
+        await park(conn, handler="im", event=event, topic="t", partition=0, offset=3,
+                   payload=value, headers=headers, attempts=5, error="IM said no")
+        assert (await conn.execute(text("SELECT count(*) FROM dead_letters"))).scalar() == 1
+    await engine.dispose()
+
+    listed = run_cli("dead-letters", "list", database_url=fx_database_url,
+                     kafka=fx_kafka_bootstrap, prefix=fx_topic_prefix)
+    assert listed.returncode == 0
+    assert "deployment-9" in listed.stdout and "IM said no" in listed.stdout
+
+    unknown = run_cli("dead-letters", "retry", "no-such-handler",
+                      database_url=fx_database_url, kafka=fx_kafka_bootstrap,
+                      prefix=fx_topic_prefix)
+    assert unknown.returncode != 0
+    assert "no handler named 'no-such-handler'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
