@@ -9,19 +9,23 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
 from domain.deployments import CreateDeployment, DeleteDeployment
 from domain.deployments.values import RequestedResources, TemplateIdentity, template_sha256
 from eventstore import kafka_format
+from eventstore.audit import verify_export
 from eventstore.dead_letters import park
 from eventstore.records import Metadata
 from eventstore.store import EventStore
 from orchestrator import bootstrap, logs
 from orchestrator.demo import DEMO_OWNER, DEMO_TEMPLATE, DEPLOYMENTS
 from orchestrator.settings import ROOT, Settings
+from tests.databases import TestDatabases
 from tests.eventstore.sample_events import opened
 from tests.http_server import serve
 
@@ -199,3 +203,34 @@ async def test_cli_lists_dead_letters_and_rejects_unknown_handlers(
     assert unknown.returncode != 0
     assert "no handler named 'no-such-handler'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+async def test_cli_verify_and_export(fx_system: bootstrap.System, fx_databases: TestDatabases,
+                                     fx_database_url: str, fx_kafka_bootstrap: str,
+                                     fx_topic_prefix: str, tmp_path: Path) -> None:
+    for i in range(3):
+        await create_deployment(fx_system, i)
+    intact = run_cli("verify", database_url=fx_database_url, kafka=fx_kafka_bootstrap,
+                     prefix=fx_topic_prefix)
+    assert intact.returncode == 0, intact.stderr
+    assert "hash chains intact: 3 events in 3 streams" in intact.stdout
+
+    exported = tmp_path / "log.jsonl"
+    result = run_cli("export", "--output", str(exported), database_url=fx_database_url,
+                     kafka=fx_kafka_bootstrap, prefix=fx_topic_prefix)
+    assert result.returncode == 0, result.stderr
+    assert verify_export(exported.read_bytes().splitlines()) is None
+
+    superuser = await asyncpg.connect(fx_databases.admin_url_for(fx_database_url))
+    try:
+        await superuser.execute("SET session_replication_role = replica")
+        await superuser.execute(
+            "UPDATE events SET data = jsonb_set(data, '{user_group}', '\"forged\"') "
+            "WHERE stream_id = $1", f"deployment-{deployment_id(1)}")
+    finally:
+        await superuser.close()
+    tampered = run_cli("verify", database_url=fx_database_url, kafka=fx_kafka_bootstrap,
+                       prefix=fx_topic_prefix)
+    assert tampered.returncode == 1
+    assert f"stream deployment-{deployment_id(1)} version 1" in tampered.stdout
+    assert "hash mismatch" in tampered.stdout
