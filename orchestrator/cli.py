@@ -130,7 +130,7 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
 async def _export(args: argparse.Namespace, settings: Settings) -> int:
     system = await bootstrap.build(settings)
     # Blocking writes are fine here: this process does nothing else meanwhile.
-    out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: ASYNC230, SIM115
+    out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: ASYNC230
     try:
         async for line in export_log(system.store):
             out.write(line)
