@@ -36,7 +36,7 @@ RELAY_LOCK_KEY = 0x5E1A7
 
 def partition_for(stream_id: str, partitions: int) -> int:
     """The partition Kafka's Java client would choose for this key."""
-    return (murmur2(stream_id.encode()) & 0x7FFFFFFF) % partitions
+    return int((murmur2(stream_id.encode()) & 0x7FFFFFFF) % partitions)
 
 
 @dataclass
@@ -109,7 +109,7 @@ class KafkaRelay:
                 self._published.clear()
                 await self._publish_from(checkpoint, producer, stop)
                 return
-            except (KafkaError, OSError, asyncio.TimeoutError) as error:
+            except (KafkaError, OSError, TimeoutError) as error:
                 self.stats.failures += 1
                 log.warning("relay lost the broker; will resume from its checkpoint",
                             extra={"relay": self.name, "error": repr(error),

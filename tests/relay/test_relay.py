@@ -69,8 +69,8 @@ async def whole_log(store: EventStore) -> list[RecordedEvent]:
     return events
 
 
-async def wait_for(condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(condition, within: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + within
     while not await condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
@@ -137,7 +137,7 @@ async def test_survives_a_broker_restart_without_loss_reorder_or_duplicate(
     # ... and comes back.
     await asyncio.to_thread(fx_private_kafka.start)
     await write_events(fx_store, streams, 500, seed=3)
-    await wait_for(lambda: _zero(relay_lag(fx_store)), timeout=120)
+    await wait_for(lambda: _zero(relay_lag(fx_store)), within=120)
     fx_stop.set()
     await running
 
