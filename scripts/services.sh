@@ -190,6 +190,13 @@ ORCH_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 ENV
 }
 
+# More services (IM, Rucio) live in scripts/services.d/<name>.sh, each defining
+# <name>_up, <name>_down and <name>_status with the helpers above. They are
+# started only when named: `scripts/services.sh up im`.
+for extra in "$ROOT"/scripts/services.d/*.sh; do
+  [ -e "$extra" ] && . "$extra"
+done
+
 cmd=${1:-status}; shift || true
 targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(postgres kafka)
 case "$cmd" in
@@ -198,5 +205,5 @@ case "$cmd" in
           for t in "${targets[@]}"; do "${t}_status"; done ;;
   down)   for t in "${targets[@]}"; do "${t}_down"; done ;;
   status) for t in "${targets[@]}"; do "${t}_status"; done ;;
-  *) die "usage: scripts/services.sh up|status|down [postgres|kafka ...]" ;;
+  *) die "usage: scripts/services.sh up|status|down [postgres|kafka|im|rucio ...]" ;;
 esac
