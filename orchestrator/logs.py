@@ -16,11 +16,13 @@ import msgspec
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+_RUCIO_TOKEN = re.compile(r"(?i)(x-rucio-auth-token[\"']?\s*[:=,]\s*b?[\"']?)[^\s\"',;)]+")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 def redact(text: str) -> str:
-    return _BEARER.sub(r"\1[redacted]", _JWT.sub("[redacted-jwt]", text))
+    text = _RUCIO_TOKEN.sub(r"\1[redacted]", _JWT.sub("[redacted-jwt]", text))
+    return _BEARER.sub(r"\1[redacted]", text)
 
 
 class JsonLinesFormatter(logging.Formatter):

@@ -50,7 +50,11 @@ postgres_up() {
   if [ ! -s "$PG_DIR/superuser.password" ]; then random_secret > "$PG_DIR/superuser.password"; fi
   if [ ! -s "$PG_DIR/app.password" ]; then random_secret > "$PG_DIR/app.password"; fi
   chmod 600 "$PG_DIR"/*.password
-  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$PG_DIR"
+  if [ "$(id -u)" = 0 ]; then
+    # Only the directory and secrets: a recursive chown over a live cluster races
+    # with databases being created and dropped.
+    chown postgres:postgres "$PG_DIR" "$PG_DIR"/*.password
+  fi
   if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
     log "initialising a PostgreSQL cluster in $PG_DIR/data"
     as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth-local=peer \

@@ -111,6 +111,15 @@ def test_logs_are_json_lines_and_never_show_a_token() -> None:
     assert "[redacted" in entry["message"] and "[redacted" in entry["header"]
 
 
+@pytest.mark.parametrize("line", [
+    "X-Rucio-Auth-Token: root-root-0123abcd",
+    "headers=[(b'x-rucio-auth-token', b'root-root-0123abcd')]",
+    '{"X-Rucio-Auth-Token": "root-root-0123abcd"}',
+])
+def test_rucio_tokens_are_masked_in_every_shape_they_are_logged(line: str) -> None:
+    assert "root-root-0123abcd" not in logs.redact(line)
+
+
 def deployment_id(index: int) -> str:
     return f"00000000-0000-4000-8000-{index:012d}"
 
