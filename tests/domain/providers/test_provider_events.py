@@ -1,0 +1,141 @@
+"""The provider events as a storage format: tags, versions, round trips, no secrets."""
+
+from __future__ import annotations
+
+import typing
+from datetime import timedelta
+
+import msgspec
+import msgspec.inspect as mi
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.providers import (
+    EVENT_TYPES,
+    EVENT_TYPES_BY_TAG,
+    SCHEMA_VERSIONS,
+    ProviderEvent,
+    ProviderEventUnion,
+    QuotaKind,
+    QuotaRecord,
+    QuotaValues,
+    ServiceType,
+    decode_event,
+    encode_event,
+    event_tag,
+)
+from domain.providers.usage import (
+    QuotaUsageSampled,
+    RecordQuotaUsage,
+    decide_usage,
+    decode_usage_event,
+    encode_usage_event,
+)
+
+from .strategies import strategy_for_type
+from .support import INGEST, NOW, usage_after
+
+
+def test_every_event_type_has_a_stable_provider_tag_and_a_schema_version() -> None:
+    tags = [event_tag(t) for t in EVENT_TYPES]
+    assert len(set(tags)) == len(tags)
+    assert all(tag.startswith("provider.") for tag in tags)
+    assert SCHEMA_VERSIONS == dict.fromkeys(tags, 1)
+    assert set(EVENT_TYPES_BY_TAG) == set(tags)
+    assert set(typing.get_args(ProviderEventUnion)) == set(EVENT_TYPES)
+
+
+def test_events_are_frozen_tagged_and_accept_unknown_fields() -> None:
+    for event_type in (*EVENT_TYPES, QuotaUsageSampled):
+        config = event_type.__struct_config__
+        assert config.frozen and config.tag_field == "type"
+        assert not config.forbid_unknown_fields
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES, ids=event_tag)
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_events_round_trip_through_json(
+    event_type: type[ProviderEvent], data: st.DataObject
+) -> None:
+    event = data.draw(strategy_for_type(event_type))
+    assert decode_event(encode_event(event)) == event
+
+
+def test_an_older_reader_ignores_new_fields() -> None:
+    raw = msgspec.json.decode(
+        encode_event(
+            EVENT_TYPES_BY_TAG["provider.region_removed"](
+                provider_id="p.openstack", occurred_at=NOW, actor=INGEST, region_name="r1"
+            )
+        )
+    )
+    raw["added_in_a_later_version"] = True
+    assert event_tag(decode_event(msgspec.json.encode(raw))) == "provider.region_removed"
+
+
+SECRET_WORDS = ("token", "password", "secret", "private_key", "credential")
+
+
+def _names(info: mi.Type, seen: set[type]) -> set[str]:
+    names: set[str] = set()
+    if isinstance(info, mi.StructType) and info.cls not in seen:
+        seen.add(info.cls)
+        for field in info.fields:
+            names.add(field.name)
+            names |= _names(field.type, seen)
+    elif isinstance(info, mi.UnionType):
+        for member in info.types:
+            names |= _names(member, seen)
+    elif isinstance(info, mi.VarTupleType | mi.ListType):
+        names |= _names(info.item_type, seen)
+    elif isinstance(info, mi.DictType):
+        names |= _names(info.value_type, seen)
+    return names
+
+
+@pytest.mark.parametrize("event_type", [*EVENT_TYPES, QuotaUsageSampled], ids=event_tag)
+def test_no_event_has_a_field_for_a_secret(event_type: type[msgspec.Struct]) -> None:
+    names = _names(mi.type_info(event_type), set())
+    assert not {n for n in names for word in SECRET_WORDS if word in n}
+
+
+# --- the usage stream ------------------------------------------------------------------------
+
+
+def usage(cores: int) -> RecordQuotaUsage:
+    return RecordQuotaUsage(
+        provider_id="p.openstack",
+        actor=INGEST,
+        samples=(
+            QuotaRecord(
+                region="r1",
+                project_id="p1",
+                service_type=ServiceType.COMPUTE,
+                kind=QuotaKind.USAGE,
+                values=QuotaValues(cores=cores),
+            ),
+        ),
+        observed_at=NOW,
+    )
+
+
+def test_usage_samples_are_appended_only_on_change_or_after_a_heartbeat() -> None:
+    state = usage_after([usage(10)])
+    assert decide_usage(usage(10), state, now=NOW) == []
+    [changed] = decide_usage(usage(12), state, now=NOW)
+    assert decode_usage_event(encode_usage_event(changed)) == changed
+    later = msgspec.structs.replace(usage(10), observed_at=NOW + timedelta(hours=2))
+    assert decide_usage(later, state, now=NOW, heartbeat=timedelta(hours=3)) == []
+    assert len(decide_usage(later, state, now=NOW, heartbeat=timedelta(hours=1))) == 1
+
+
+def test_usage_commands_accept_only_usage_records() -> None:
+    from domain.providers import InvalidObservation
+
+    limit = msgspec.structs.replace(
+        usage(1), samples=(msgspec.structs.replace(usage(1).samples[0], kind=QuotaKind.LIMIT),)
+    )
+    with pytest.raises(InvalidObservation, match="not usage"):
+        decide_usage(limit, usage_after([]), now=NOW)
