@@ -11,9 +11,11 @@ import time
 from typing import Any
 
 from eventstore.audit import export_log, verify_log
+from eventstore.consumers import topics_for
 from eventstore.dead_letters import list_dead_letters, retry_dead_letters
 from eventstore.rebuild import RebuildInProgress, RebuildProgress, rebuild
 from eventstore.records import UnknownEventType
+from eventstore.relay import ensure_topics
 from orchestrator import bootstrap, logs, migrate
 from orchestrator.settings import Settings
 
@@ -73,6 +75,10 @@ async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     system = await bootstrap.build(settings)
     try:
         projection, categories = system.projection(args.projection)
+        # The catch-up reads the topics: on a fresh install they may not exist yet.
+        await ensure_topics(settings.kafka_bootstrap,
+                            topics_for(settings.topic_prefix, categories),
+                            settings.topic_partitions)
         result = await rebuild(
             projection, store=system.store, engine=system.engine,
             bootstrap_servers=settings.kafka_bootstrap, topic_prefix=settings.topic_prefix,
