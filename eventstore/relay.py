@@ -58,7 +58,7 @@ class KafkaRelay:
         partitions: int = 4,
         name: str = "kafka",
         batch_size: int = 5000,
-        idle_wait: float = 0.2,
+        idle_wait: float = 0.02,
         retry_backoff: float = 0.5,
         max_retry_backoff: float = 10.0,
         on_batch: Callable[[list[RecordedEvent]], None] | None = None,

@@ -7,7 +7,6 @@ read models use SQLAlchemy Core on the same database.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -77,7 +76,7 @@ class EventStore:
         category = category_of(stream_id)
         args: tuple[Any, ...] = (
             stream_id, category, expected_version,
-            [uuid.UUID(e.event_id) for e in events], [e.type for e in events],
+            [e.event_id for e in events], [e.type for e in events],
             [e.schema_version for e in events], [e.data.decode() for e in events],
             encode_metadata(metadata).decode(), idempotency_key,
         )
@@ -195,34 +194,26 @@ class EventStore:
         *,
         batch_size: int = 1000,
         categories: Sequence[str] | None = None,
-        idle_wait: float = 0.5,
+        idle_wait: float = 0.02,
         stop: asyncio.Event | None = None,
     ) -> AsyncIterator[list[RecordedEvent]]:
-        """Yield batches forever in log order; wakes on commit notifications."""
-        wakeup = asyncio.Event()
-        listener = await self.pool.acquire()
+        """Yield batches forever in log order.
 
-        def _on_notify(*_: object) -> None:
-            wakeup.set()
-
-        await listener.add_listener("events_appended", _on_notify)
-        try:
-            position = after
-            while stop is None or not stop.is_set():
-                wakeup.clear()
-                batch = await self.read_all(position, limit=batch_size, categories=categories)
-                if batch:
-                    position = batch[-1].log_position
-                    yield batch
-                    continue
-                # Nothing final yet: either idle, or a transaction below us is still
-                # open. Wait for a commit signal, but re-check soon either way.
-                try:
-                    await asyncio.wait_for(wakeup.wait(), idle_wait)
-                except TimeoutError:
-                    pass
-                else:
-                    await asyncio.sleep(0.002)  # let the committing tx leave the horizon
-        finally:
-            await listener.remove_listener("events_appended", _on_notify)
-            await self.pool.release(listener)
+        Polls the log's index: back to back while there is work, every `idle_wait`
+        seconds when idle. (LISTEN/NOTIFY would wake it sooner, but NOTIFY takes a
+        cluster-wide lock at commit that serialises every append; see migration 0003.)
+        """
+        position = after
+        while stop is None or not stop.is_set():
+            batch = await self.read_all(position, limit=batch_size, categories=categories)
+            if batch:
+                position = batch[-1].log_position
+                yield batch
+                continue
+            if stop is None:
+                await asyncio.sleep(idle_wait)
+                continue
+            try:
+                await asyncio.wait_for(stop.wait(), idle_wait)
+            except TimeoutError:
+                pass
