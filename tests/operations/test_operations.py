@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from domain.deployments.values import RequestedResources, TemplateIdentity, temp
 from eventstore import kafka_format
 from eventstore.audit import verify_export
 from eventstore.dead_letters import park
-from eventstore.records import Metadata
+from eventstore.records import Metadata, NewEvent
 from eventstore.store import EventStore
 from orchestrator import bootstrap, logs
 from orchestrator.demo import DEMO_OWNER, DEMO_TEMPLATE, DEPLOYMENTS
@@ -171,12 +172,15 @@ async def test_cli_rebuild_builds_a_new_version_with_progress_and_switches(
 async def test_cli_rebuild_refuses_a_log_it_cannot_read(
         fx_store: EventStore, fx_database_url: str, fx_kafka_bootstrap: str,
         fx_topic_prefix: str) -> None:
-    """A rebuild is strict: an event type this code does not know stops it loudly."""
-    await fx_store.append("deployment-x", 0, [opened()], Metadata())
-    result = run_cli("rebuild", "event_counts", database_url=fx_database_url,
+    """A rebuild is strict: an event it handles but cannot read (written by a newer
+    version of the code) stops it loudly, with a message rather than a traceback."""
+    newer = NewEvent(event_id=str(uuid.uuid4()), type="deployment.requested",
+                     schema_version=2, data=b'{"type": "deployment.requested"}')
+    await fx_store.append(f"deployment-{uuid.uuid4()}", 0, [newer], Metadata())
+    result = run_cli("rebuild", "deployments", database_url=fx_database_url,
                      kafka=fx_kafka_bootstrap, prefix=fx_topic_prefix)
     assert result.returncode == 1
-    assert "unknown event type 'counter.opened'" in result.stderr
+    assert "unknown event type 'deployment.requested' (schema version 2)" in result.stderr
     assert "Traceback" not in result.stderr
 
 
