@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -16,19 +17,19 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
-from domain.deployments import CreateDeployment, DeleteDeployment
-from domain.deployments.values import RequestedResources, TemplateIdentity, template_sha256
+from domain.deployments import DeleteDeployment
 from eventstore import kafka_format
 from eventstore.audit import verify_export
-from eventstore.dead_letters import park
-from eventstore.records import Metadata, NewEvent
+from eventstore.dead_letters import list_dead_letters, park
+from eventstore.records import Metadata, NewEvent, RecordedEvent
 from eventstore.store import EventStore
-from orchestrator import bootstrap, logs
-from orchestrator.demo import DEMO_OWNER, DEMO_TEMPLATE, DEPLOYMENTS
+from orchestrator import bootstrap, cli, logs
+from orchestrator.demo import DEMO_OWNER, DEPLOYMENTS
 from orchestrator.settings import ROOT, Settings
 from tests.databases import TestDatabases
 from tests.eventstore.sample_events import opened
 from tests.http_server import serve
+from tests.operations.support import create_deployment, deployment_id
 
 
 def settings_for(database_url: str, kafka: str, prefix: str) -> Settings:
@@ -119,21 +120,6 @@ def test_logs_are_json_lines_and_never_show_a_token() -> None:
 ])
 def test_rucio_tokens_are_masked_in_every_shape_they_are_logged(line: str) -> None:
     assert "root-root-0123abcd" not in logs.redact(line)
-
-
-def deployment_id(index: int) -> str:
-    return f"00000000-0000-4000-8000-{index:012d}"
-
-
-async def create_deployment(system: bootstrap.System, index: int) -> None:
-    command = CreateDeployment(
-        deployment_id=deployment_id(index), actor=DEMO_OWNER, user_group="g",
-        template=DEMO_TEMPLATE,
-        template_identity=TemplateIdentity(name="Demo VM", type="vm",
-                                           hash=template_sha256(DEMO_TEMPLATE)),
-        requested_resources=RequestedResources(vms=1))
-    await system.commands.execute(f"deployment-{deployment_id(index)}", DEPLOYMENTS, command,
-                                  Metadata(actor_subject=DEMO_OWNER.subject))
 
 
 def run_cli(*args: str, database_url: str, kafka: str, prefix: str
@@ -247,3 +233,43 @@ async def test_cli_verify_and_export(fx_system: bootstrap.System, fx_databases: 
     assert tampered.returncode == 1
     assert f"stream deployment-{deployment_id(1)} version 1" in tampered.stdout
     assert "hash mismatch" in tampered.stdout
+
+
+class RecordingHandler:
+    """A real handler whose effect is a row: it failed before, and now works."""
+
+    NAME = "recording"
+    HANDLES = frozenset({"deployment.requested"})
+
+    def __init__(self) -> None:
+        self.handled: list[str] = []
+
+    async def handle(self, event: RecordedEvent, decoded: object) -> None:
+        self.handled.append(event.event_id)
+
+
+async def test_cli_retries_parked_events_in_order(
+        fx_system: bootstrap.System, fx_database_url: str, fx_kafka_bootstrap: str,
+        fx_topic_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = RecordingHandler()
+    monkeypatch.setattr(bootstrap, "HANDLERS", [(handler, ["deployment"])])
+    for index in range(2):
+        await create_deployment(fx_system, index)
+    stream = f"deployment-{deployment_id(0)}"
+    parked = await fx_system.store.read_stream(stream)
+    async with fx_system.engine.begin() as conn:
+        for offset, event in enumerate(parked):
+            _, value, headers = kafka_format.encode(event)
+            await park(conn, handler=handler.NAME, event=event, topic="t", partition=0,
+                       offset=offset, payload=value, headers=headers, attempts=5,
+                       error="IM was down")
+
+    env = {"ORCH_DATABASE_URL": fx_database_url, "ORCH_KAFKA_BOOTSTRAP": fx_kafka_bootstrap,
+           "ORCH_TOPIC_PREFIX": fx_topic_prefix}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    status = await asyncio.to_thread(cli.main, ["dead-letters", "retry", handler.NAME])
+
+    assert status == 0
+    assert handler.handled == [e.event_id for e in parked]
+    assert await list_dead_letters(fx_system.engine, handler.NAME) == []
