@@ -8,32 +8,57 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata as package_metadata
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import uvicorn
+import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 from litestar import Litestar
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from api.app import ApiDependencies, create_app
+from api.auth import Authenticator, Authorizer, build_authorizer
 from api.event_counts import EventCountsController, EventCountView
+from api.legacy.ports import (
+    DeployerInfo,
+    DeploymentDetails,
+    DeploymentQuery,
+    DeploymentView,
+    LegacyApi,
+    LegacySettings,
+    NoDeployerInfo,
+    ResourceView,
+    TemplateChecker,
+    TypeHierarchy,
+)
+from api.legacy.routes import ROUTE_HANDLERS as LEGACY_ROUTE_HANDLERS
+from api.legacy.routes import app_state as legacy_app_state
 from api.operations import Operations
 from domain.deployments import EVENT_TYPES as DEPLOYMENT_EVENT_TYPES
 from domain.deployments import SCHEMA_VERSIONS as DEPLOYMENT_SCHEMA_VERSIONS
 from eventstore.command_service import CommandService
 from eventstore.consumers import ConsumerSettings, run_live_projection, topics_for
 from eventstore.dead_letters import Handler
-from eventstore.projection import Projection, ProjectionVersions
+from eventstore.projection import Projection, ProjectionVersions, live_version
 from eventstore.rebuild import rebuild
 from eventstore.registry import EventRegistry
 from eventstore.relay import KafkaRelay, ensure_topics, relay_lag
 from eventstore.store import EventStore, create_pool
 from orchestrator.metrics import Metrics
 from orchestrator.settings import Settings, sqlalchemy_url
+from projections import deployments as deployments_view
+from projections import resources as resources_view
 from projections.event_counts import projection as event_counts_projection
 from projections.event_counts import read_live_event_counts
+from tosca import TemplateValidator, default_types_dir
 
 log = logging.getLogger("orchestrator")
 
@@ -42,6 +67,8 @@ CATEGORIES = ["deployment"]
 
 PROJECTIONS: list[tuple[Projection, list[str]]] = [
     (event_counts_projection, CATEGORIES),
+    (deployments_view.projection, ["deployment"]),
+    (resources_view.projection, ["deployment"]),
 ]
 HANDLERS: list[tuple[Handler, list[str]]] = []
 
@@ -50,6 +77,182 @@ def event_registry() -> EventRegistry:
     registry = EventRegistry()
     registry.register_all(DEPLOYMENT_EVENT_TYPES, DEPLOYMENT_SCHEMA_VERSIONS)
     return registry
+
+
+# ---------------------------------------------------------------- read models for the API
+
+
+class LiveVersion:
+    """The live build number of a projection, re-read at most every ``ttl`` seconds (a
+    rebuild's switch reaches readers within that time; retired tables are kept meanwhile)."""
+
+    def __init__(self, name: str, ttl: float = 1.0) -> None:
+        self.name = name
+        self.ttl = ttl
+        self._version: int | None = None
+        self._checked = 0.0
+
+    async def get(self, conn: AsyncConnection) -> int | None:
+        now = time.monotonic()
+        if self._version is None or now - self._checked > self.ttl:
+            self._version = await live_version(conn, self.name)
+            self._checked = now
+        return self._version
+
+
+class DeploymentsReader:
+    """The API's DeploymentReadModel over the live build of the deployments projection."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.live = LiveVersion(deployments_view.NAME)
+
+    async def get(self, deployment_id: str) -> DeploymentView | None:
+        async with self.engine.connect() as conn:
+            version = await self.live.get(conn)
+            if version is None:
+                return None
+            row = await deployments_view.get_deployment(conn, version, deployment_id)
+        return msgspec.convert(row, DeploymentView) if row is not None else None
+
+    async def details(self, deployment_id: str) -> DeploymentDetails | None:
+        async with self.engine.connect() as conn:
+            version = await self.live.get(conn)
+            if version is None:
+                return None
+            row = await deployments_view.get_deployment_details(conn, version, deployment_id)
+        return msgspec.convert(row, DeploymentDetails) if row is not None else None
+
+    async def list(self, query: DeploymentQuery) -> tuple[list[DeploymentView], int]:
+        arguments = msgspec.structs.asdict(query)
+        async with self.engine.connect() as conn:
+            version = await self.live.get(conn)
+            if version is None:
+                return [], 0
+            rows, total = await deployments_view.list_deployments(conn, version, **arguments)
+        return [msgspec.convert(row, DeploymentView) for row in rows], total
+
+
+class ResourcesReader:
+    """The API's ResourceReadModel over the live build of the resources projection."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.live = LiveVersion(resources_view.NAME)
+
+    async def get(self, deployment_id: str, resource_id: str) -> ResourceView | None:
+        async with self.engine.connect() as conn:
+            version = await self.live.get(conn)
+            if version is None:
+                return None
+            row = await resources_view.get_resource(conn, version, deployment_id, resource_id)
+        return msgspec.convert(row, ResourceView) if row is not None else None
+
+    async def list(self, deployment_id: str, *, node_types: Sequence[str] | None,
+                   sort: Sequence[tuple[str, bool]], offset: int,
+                   limit: int) -> tuple[list[ResourceView], int]:
+        async with self.engine.connect() as conn:
+            version = await self.live.get(conn)
+            if version is None:
+                return [], 0
+            rows, total = await resources_view.list_resources(
+                conn, version, deployment_id, node_types=node_types, sort=sort, offset=offset,
+                limit=limit)
+        return [msgspec.convert(row, ResourceView) for row in rows], total
+
+
+# ---------------------------------------------------------------- TOSCA
+
+
+class LazyTemplateValidator:
+    """The TOSCA validator, its worker processes started on first use (operator commands
+    that build the system never validate anything)."""
+
+    def __init__(self, factory: Callable[[], TemplateValidator]) -> None:
+        self._factory = factory
+        self._validator: TemplateValidator | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> TemplateValidator:
+        with self._lock:
+            if self._validator is None:
+                self._validator = self._factory()
+            return self._validator
+
+    async def validate(self, template_text: str,
+                       inputs: Mapping[str, Any] | None = None) -> Any:
+        validator = self._validator
+        if validator is None:
+            validator = await asyncio.to_thread(self._get)
+        return await validator.validate(template_text, inputs)
+
+    def close(self) -> None:
+        if self._validator is not None:
+            self._validator.close()
+
+
+_NORMATIVE_TYPES = "toscaparser/elements/TOSCA_definition_1_0.yaml"
+
+
+class ToscaTypeHierarchy:
+    """``derived_from`` links of node types: the TOSCA normative types (from tosca-parser)
+    and every type file in the TOSCA types directory, read once on first use."""
+
+    def __init__(self, types_dir: str | None) -> None:
+        self.types_dir = types_dir
+        self._parents: dict[str, str] | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, str]:
+        with self._lock:
+            if self._parents is None:
+                self._parents = _read_derived_from(self.types_dir)
+            return self._parents
+
+    def is_derived_from(self, node_type: str, base: str) -> bool:
+        parents = self._load()
+        seen: set[str] = set()
+        current: str | None = node_type
+        while current is not None and current not in seen:
+            if current == base:
+                return True
+            seen.add(current)
+            current = parents.get(current)
+        return False
+
+    def derived_types(self, base: str) -> frozenset[str]:
+        parents = self._load()
+        return frozenset({base} | {t for t in parents if self.is_derived_from(t, base)})
+
+
+def _read_derived_from(types_dir: str | None) -> dict[str, str]:
+    files: list[Path] = []
+    for entry in package_metadata.files("tosca-parser") or []:
+        if str(entry) == _NORMATIVE_TYPES:
+            files.append(Path(str(entry.locate())))
+    if types_dir and Path(types_dir).is_dir():
+        files.extend(sorted(Path(types_dir).rglob("*.y*ml")))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    parents: dict[str, str] = {}
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+            if "node_types" not in text or "derived_from" not in text:
+                continue
+            document = yaml.load(text, Loader=loader)  # a safe loader (C or Python)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        node_types = document.get("node_types") if isinstance(document, dict) else None
+        if not isinstance(node_types, dict):
+            continue
+        for name, definition in node_types.items():
+            parent = definition.get("derived_from") if isinstance(definition, dict) else None
+            if isinstance(name, str) and isinstance(parent, str) and name != parent:
+                parents.setdefault(name, parent)
+    return parents
+
+
+# ---------------------------------------------------------------- the system
 
 
 @dataclass
@@ -63,6 +266,10 @@ class System:
     relay: KafkaRelay
     metrics: Metrics
     app: Litestar
+    legacy: LegacyApi
+    authenticator: Authenticator
+    authorizer: Authorizer
+    validator: LazyTemplateValidator | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def projection(self, name: str) -> tuple[Projection, list[str]]:
@@ -79,11 +286,30 @@ class System:
         raise KeyError(f"no handler named {name!r}")
 
     async def close(self) -> None:
+        await self.authenticator.aclose()
+        await self.authorizer.aclose()
+        if self.validator is not None:
+            self.validator.close()
         await self.engine.dispose()
         await self.pool.close()
 
 
-async def build(settings: Settings) -> System:
+def build_info() -> dict[str, Any]:
+    """GET /info: a JSON object in the spirit of the Spring Boot actuator's build info."""
+    try:
+        version = package_metadata.version("paas-orchestrator")
+    except package_metadata.PackageNotFoundError:
+        version = "0.0.0"
+    return {"build": {"version": version, "artifact": "orchestrator",
+                      "name": "PaaS Orchestrator (event-sourced)", "group": "paas-orchestrator"},
+            "projectVersion": version}
+
+
+async def build(settings: Settings, *, validator: TemplateChecker | None = None,
+                type_hierarchy: TypeHierarchy | None = None,
+                deployer_info: DeployerInfo | None = None) -> System:
+    """Every component, wired. ``validator``, ``type_hierarchy`` and ``deployer_info``
+    replace the defaults (tests share one validator across systems)."""
     pool = await create_pool(settings.database_url)
     engine = create_async_engine(sqlalchemy_url(settings.database_url), pool_size=10,
                                  max_overflow=10)
@@ -122,46 +348,90 @@ async def build(settings: Settings) -> System:
         readiness_probes={"postgres": postgres_ready, "kafka": kafka_ready,
                           "relay": relay_ready},
         metrics_registry=metrics.registry,
-        refresh_metrics=lambda: metrics.refresh(store, relay),
+        refresh_metrics=lambda: metrics.refresh(store, relay, settings.kafka_bootstrap),
+    )
+
+    authenticator = Authenticator(settings.auth)
+    authorizer = build_authorizer(settings.auth)
+    own_validator: LazyTemplateValidator | None = None
+    if validator is None:
+        own_validator = LazyTemplateValidator(
+            lambda: TemplateValidator(workers=settings.tosca_workers))
+        validator = own_validator
+    configuration = {"orchestrator_url": "", **settings.configuration}
+    if not configuration["orchestrator_url"]:
+        configuration["orchestrator_url"] = (
+            f"http://{settings.api_host}:{settings.api_port}{settings.api_base_path}")
+    legacy = LegacyApi(
+        deployments=DeploymentsReader(engine),
+        resources=ResourcesReader(engine),
+        commands=commands,
+        authenticator=authenticator,
+        auth_settings=settings.auth,
+        authorizer=authorizer,
+        validator=validator,
+        types=type_hierarchy or ToscaTypeHierarchy(default_types_dir()),
+        deployer_info=deployer_info or NoDeployerInfo(),
+        settings=LegacySettings(
+            base_path=settings.api_base_path, info=build_info(), configuration=configuration,
+            require_user_group=settings.require_user_group,
+            trust_forwarded_headers=settings.trust_forwarded_headers),
     )
     app = create_app(ApiDependencies(
         operations=operations,
         extra={"event_counts_reader": read_event_counts},
-        route_handlers=[EventCountsController],
+        route_handlers=[EventCountsController, *LEGACY_ROUTE_HANDLERS],
+        state=legacy_app_state(legacy),
     ), base_path=settings.api_base_path)
     return System(settings=settings, pool=pool, engine=engine, store=store, registry=registry,
-                  commands=commands, relay=relay, metrics=metrics, app=app)
+                  commands=commands, relay=relay, metrics=metrics, app=app, legacy=legacy,
+                  authenticator=authenticator, authorizer=authorizer, validator=own_validator)
 
 
 def consumer_settings(settings: Settings) -> ConsumerSettings:
-    return ConsumerSettings(client_id=f"{settings.topic_prefix}-orchestrator")
+    # Group ids carry the topic prefix: several systems can share one Kafka cluster.
+    return ConsumerSettings(client_id=f"{settings.topic_prefix}-orchestrator",
+                            group_prefix=f"{settings.topic_prefix}.")
 
 
-async def ensure_projections_built(system: System) -> None:
+async def ensure_projections_built(system: System,
+                                   consumer: ConsumerSettings | None = None) -> None:
     """A projection with no live version yet is built from the log first."""
     versions = ProjectionVersions(system.engine)
-    for projection, categories in PROJECTIONS:
+    consumer = consumer or consumer_settings(system.settings)
+
+    async def build_one(projection: Projection, categories: list[str]) -> None:
         if await versions.live(projection.NAME) is None:
             log.info("building projection %s from the log", projection.NAME)
             await rebuild(projection, store=system.store, engine=system.engine,
                           bootstrap_servers=system.settings.kafka_bootstrap,
                           topic_prefix=system.settings.topic_prefix, categories=categories,
-                          registry=system.registry, settings=consumer_settings(system.settings))
+                          registry=system.registry, settings=consumer)
+
+    await asyncio.gather(*(build_one(p, c) for p, c in PROJECTIONS))
 
 
-async def run(system: System, stop: asyncio.Event) -> None:
-    """Everything in one process until `stop` is set: relay, projections, handlers, API."""
+async def start_components(system: System, stop: asyncio.Event,
+                           consumer: ConsumerSettings | None = None) -> None:
+    """Topics, the relay, and every projection runner (live until ``stop``), in tasks."""
     settings = system.settings
+    consumer = consumer or consumer_settings(settings)
     await ensure_topics(settings.kafka_bootstrap,
                         topics_for(settings.topic_prefix, CATEGORIES), settings.topic_partitions)
     system.tasks.append(asyncio.create_task(system.relay.run(stop), name="relay"))
-    await ensure_projections_built(system)
+    await ensure_projections_built(system, consumer)
     for projection, categories in PROJECTIONS:
         system.tasks.append(asyncio.create_task(run_live_projection(
             projection, stop, engine=system.engine,
             bootstrap_servers=settings.kafka_bootstrap,
             topics=topics_for(settings.topic_prefix, categories), registry=system.registry,
-            settings=consumer_settings(settings)), name=f"projection:{projection.NAME}"))
+            settings=consumer), name=f"projection:{projection.NAME}"))
+
+
+async def run(system: System, stop: asyncio.Event) -> None:
+    """Everything in one process until `stop` is set: relay, projections, handlers, API."""
+    settings = system.settings
+    await start_components(system, stop)
     server = uvicorn.Server(uvicorn.Config(
         system.app, host=settings.api_host, port=settings.api_port, log_config=None,
         access_log=False, proxy_headers=True, forwarded_allow_ips="127.0.0.1"))

@@ -5,6 +5,7 @@ template, appended through the same command path the API uses. Loaded once
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from domain.deployments import CreateDeployment
 from domain.deployments.decider import decide, evolve, initial_state
@@ -30,7 +31,8 @@ topology_template:
 """
 
 DEMO_OWNER = Actor(issuer="https://iam.demo.invalid/", subject="demo-user")
-DEPLOYMENTS = Decider(initial_state=initial_state, evolve=evolve, decide=decide)
+DEPLOYMENTS: Decider[Any, Any, Any] = Decider(initial_state=initial_state, evolve=evolve,
+                                              decide=decide)
 
 
 async def load(system: System) -> None:

@@ -2,14 +2,45 @@
 
 Local runs get their connection strings from `.run/env`, written by
 scripts/services.sh with generated passwords; real environment variables win.
+
+Variables (default in brackets):
+
+- ORCH_DATABASE_URL, ORCH_KAFKA_BOOTSTRAP [from .run/env]: Postgres URL, Kafka servers.
+- ORCH_TOPIC_PREFIX [orchestrator], ORCH_TOPIC_PARTITIONS [4]: topics are
+  `<prefix>.<category>s`; consumer group ids carry the prefix too.
+- ORCH_API_HOST [127.0.0.1], ORCH_API_PORT [8080], ORCH_API_BASE_PATH [empty, e.g.
+  /orchestrator]: where the API listens and under which path prefix.
+- ORCH_LOG_LEVEL [INFO].
+- ORCH_AUTH_ISSUERS [none: every token is refused]: trusted OIDC issuers, either
+  comma-separated issuer URLs or a JSON array of
+  {"issuer", "audience", "admin_group", "jwks_url"}.
+- ORCH_AUTH_ADMIN_GROUP [orchestrator-admins; `none`: no admins] and ORCH_AUTH_AUDIENCE
+  [unset]: admin group and required `aud` of issuers given as plain URLs.
+- ORCH_AUTH_ALGORITHMS [RS256,RS384,RS512,ES256,ES384,PS256]: asymmetric algorithms only.
+- ORCH_AUTH_REQUIRED_SCOPES [openid,profile]: every call needs all of them.
+- ORCH_AUTH_MUTATION_SCOPES [offline_access,fts:submit-transfer]: changes need one.
+  (`none` disables either scope check.)
+- ORCH_AUTH_GROUP_CLAIMS [groups,wlcg.groups]: claims read as the user's groups.
+- ORCH_AUTH_GROUP_VISIBILITY [false]: members of a deployment's user group may read it.
+- ORCH_OPA_URL [unset]: an OPA decision URL replacing the built-in per-resource rules.
+- ORCH_REQUIRE_USER_GROUP [true]: POST /deployments without userGroup is a 400.
+- ORCH_TRUST_FORWARDED_HEADERS [true]: absolute links follow Forwarded and
+  X-Forwarded-Proto/Host/Port/Prefix.
+- ORCH_CONFIGURATION [{}]: JSON object of strings added to GET /configuration.
+- ORCH_TOSCA_WORKERS [2]: TOSCA validator processes, started on the first validation.
+- ORCH_TOSCA_TYPES_DIR [../shared/tosca]: TOSCA type files (read by tosca/).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
+
+from api.auth import DEFAULT_ALGORITHMS, AuthSettings, TrustedIssuer
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_ENV_FILE = ROOT / ".run" / "env"
@@ -30,6 +61,72 @@ def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name) or _local_env().get(name) or default
 
 
+def _flag(name: str, default: bool) -> bool:
+    value = env(name)
+    if value is None:
+        return default
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{name} must be true or false, not {value!r}")
+
+
+def _names(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list; the single word `none` means an empty list."""
+    value = env(name)
+    if value is None:
+        return default
+    if value.strip().lower() == "none":
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def auth_settings_from_env() -> AuthSettings:
+    """ORCH_AUTH_* variables -> api.auth settings (invalid values stop the process).
+
+    ORCH_AUTH_ISSUERS is either a comma-separated list of issuer URLs (each with
+    ORCH_AUTH_ADMIN_GROUP and ORCH_AUTH_AUDIENCE) or a JSON array of objects
+    ``{"issuer", "audience", "admin_group", "jwks_url"}``.
+    """
+    raw = (env("ORCH_AUTH_ISSUERS", "") or "").strip()
+    admin_group = env("ORCH_AUTH_ADMIN_GROUP", "orchestrator-admins")
+    audience = env("ORCH_AUTH_AUDIENCE")
+    try:
+        if raw.startswith("["):
+            issuers = msgspec.convert(json.loads(raw), tuple[TrustedIssuer, ...])
+        else:
+            issuers = tuple(
+                TrustedIssuer(issuer=url.strip(), audience=audience,
+                              admin_group=None if admin_group == "none" else admin_group)
+                for url in raw.split(",") if url.strip())
+        return AuthSettings(
+            issuers=issuers,
+            algorithms=_names("ORCH_AUTH_ALGORITHMS", DEFAULT_ALGORITHMS),
+            required_scopes=_names("ORCH_AUTH_REQUIRED_SCOPES", ("openid", "profile")),
+            mutation_scopes=_names("ORCH_AUTH_MUTATION_SCOPES",
+                                   ("offline_access", "fts:submit-transfer")),
+            group_claims=_names("ORCH_AUTH_GROUP_CLAIMS", ("groups", "wlcg.groups")),
+            group_visibility=_flag("ORCH_AUTH_GROUP_VISIBILITY", False),
+            opa_url=env("ORCH_OPA_URL"),
+        )
+    except (ValueError, msgspec.ValidationError) as error:
+        raise SystemExit(f"invalid authentication settings: {error}") from None
+
+
+def _configuration_from_env() -> dict[str, str]:
+    raw = env("ORCH_CONFIGURATION")
+    if not raw:
+        return {}
+    try:
+        values: Any = json.loads(raw)
+    except ValueError:
+        raise SystemExit("ORCH_CONFIGURATION must be a JSON object of strings") from None
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise SystemExit("ORCH_CONFIGURATION must be a JSON object of strings")
+    return values
+
+
 class Settings(msgspec.Struct, kw_only=True):
     database_url: str
     kafka_bootstrap: str
@@ -39,6 +136,15 @@ class Settings(msgspec.Struct, kw_only=True):
     api_port: int = 8080
     api_base_path: str = ""
     log_level: str = "INFO"
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    # A create without userGroup is a 400 (false: the deployment has no group).
+    require_user_group: bool = True
+    # Build absolute links from Forwarded / X-Forwarded-* (legacy behaviour).
+    trust_forwarded_headers: bool = True
+    # GET /configuration: service URLs shown to clients (strings only).
+    configuration: dict[str, str] = msgspec.field(default_factory=dict)
+    # TOSCA validator worker processes (started on the first validation).
+    tosca_workers: int = 2
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -57,6 +163,11 @@ class Settings(msgspec.Struct, kw_only=True):
             api_port=int(env("ORCH_API_PORT", "8080") or 8080),
             api_base_path=(env("ORCH_API_BASE_PATH", "") or "").rstrip("/"),
             log_level=env("ORCH_LOG_LEVEL", "INFO") or "INFO",
+            auth=auth_settings_from_env(),
+            require_user_group=_flag("ORCH_REQUIRE_USER_GROUP", True),
+            trust_forwarded_headers=_flag("ORCH_TRUST_FORWARDED_HEADERS", True),
+            configuration=_configuration_from_env(),
+            tosca_workers=int(env("ORCH_TOSCA_WORKERS", "2") or 2),
         )
 
 
