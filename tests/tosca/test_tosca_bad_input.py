@@ -333,9 +333,23 @@ def test_a_worker_killed_mid_validation_is_replaced(pool, check, healthy) -> Non
     assert "validator process stopped" in outcome[0].message
 
 
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie: the kernel has ended it (a kill is delivered asynchronously)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
 def test_a_worker_that_died_while_idle_is_replaced(pool, check, healthy) -> None:
-    for pid in pool.worker_pids():
+    pids = pool.worker_pids()
+    for pid in pids:
         os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not all(_dead(pid) for pid in pids):
+        assert time.monotonic() < deadline, "SIGKILL did not end the workers"
+        time.sleep(0.01)
     check(read_corpus(GOOD), {})
 
 
