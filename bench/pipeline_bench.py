@@ -116,8 +116,7 @@ async def run_e2e(url: str, rate: int = 500, seconds: float = 20.0) -> dict[str,
     topics = topics_for(prefix, ["bench"])
     await ensure_topics(bootstrap, topics, 4)
     stop = asyncio.Event()
-    relay = KafkaRelay(store, bootstrap=bootstrap, topic_prefix=prefix, partitions=4,
-                       idle_wait=0.5)
+    relay = KafkaRelay(store, bootstrap=bootstrap, topic_prefix=prefix, partitions=4)
     projection = Visibility()
     runner = ProjectionRunner(projection, engine=engine, bootstrap_servers=bootstrap,
                               topics=topics, version=1,
