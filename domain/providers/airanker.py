@@ -49,7 +49,8 @@ DATASET_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 
 
 class ProviderRow(msgspec.Struct, frozen=True, kw_only=True):
-    """One candidate site in ``providers-to-rank`` v1.1.0 (all numbers floats)."""
+    """One candidate site in ``providers-to-rank`` v1.1.0 (all numbers floats); the
+    ``airanker-dataset`` row carries the same fields after its outcome."""
 
     provider_name: str
     region_name: str
@@ -118,7 +119,7 @@ class RankedProviders(msgspec.Struct, frozen=True, kw_only=True):
     ranked_providers: tuple[RankedProvider, ...]
 
 
-class DatasetRow(msgspec.Struct, frozen=True, kw_only=True):
+class DatasetRow(ProviderRow, frozen=True, kw_only=True):
     """One ``airanker-dataset`` v1.1.0 row: a (deployment, site) outcome joined with the
     site's ``providers-to-rank`` row (Kafka key :func:`dataset_key`)."""
 
@@ -132,35 +133,6 @@ class DatasetRow(msgspec.Struct, frozen=True, kw_only=True):
     n_failures: int
     tot_failure_time_s: float
     completion_time_s: float
-    provider_name: str
-    region_name: str
-    vcpus_requ: float
-    ram_gb_requ: float
-    gpus_requ: float
-    floating_ips_requ: float
-    n_instances_requ: float
-    exact_flavors: float
-    storage_gb_requ: float
-    n_volumes_requ: float
-    vcpus_quota: float
-    vcpus_usage: float
-    ram_gb_quota: float
-    ram_gb_usage: float
-    n_instances_quota: float
-    n_instances_usage: float
-    floating_ips_quota: float
-    floating_ips_usage: float
-    storage_gb_quota: float
-    storage_gb_usage: float
-    n_volumes_quota: float
-    n_volumes_usage: float
-    overbooking_cpu: float
-    overbooking_ram: float
-    bandwidth_in: float
-    bandwidth_out: float
-    test_failure_perc_30d: float
-    test_failure_perc_7d: float
-    test_failure_perc_1d: float
 
 
 _ENCODER: Final = msgspec.json.Encoder(order="sorted")
