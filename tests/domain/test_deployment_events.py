@@ -24,8 +24,7 @@ from domain.deployments import (
     event_tag,
 )
 from domain.identity import Actor
-
-from .deployment_strategies import strategy_for_type
+from tests.msgspec_strategies import strategy_for_type
 
 
 def test_every_event_type_has_a_stable_tag_and_a_schema_version() -> None:

@@ -1,14 +1,12 @@
-"""Hypothesis strategies: any msgspec type (for round trips), and random provider catalogues
-(for the diff property)."""
+"""Hypothesis strategies: random provider catalogues (for the diff property).
+
+Round trips of any msgspec type use tests/msgspec_strategies.py."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta, timezone
-from functools import cache
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import msgspec
-import msgspec.inspect as mi
 from hypothesis import strategies as st
 
 from domain.providers import (
@@ -30,58 +28,6 @@ from domain.providers import (
     TrustedIdentityProvider,
     UserGroup,
 )
-
-_TEXT = st.text(max_size=12)
-_INT = st.integers(min_value=-(2**31), max_value=2**31)
-_FLOATS = st.floats(allow_nan=False, allow_infinity=False)
-_TIMEZONES = st.sampled_from([UTC, timezone(timedelta(hours=2))])
-
-
-def strategy_for_type(type_: Any) -> st.SearchStrategy[Any]:
-    return _strategy(mi.type_info(type_))
-
-
-@cache
-def _struct(cls: type[msgspec.Struct]) -> st.SearchStrategy[Any]:
-    info = mi.type_info(cls)
-    assert isinstance(info, mi.StructType)
-    fields = {field.name: _strategy(field.type) for field in info.fields}
-    return st.fixed_dictionaries(fields).map(lambda kwargs: cls(**kwargs))
-
-
-def _strategy(info: mi.Type) -> st.SearchStrategy[Any]:
-    if isinstance(info, mi.StructType):
-        return st.deferred(lambda: _struct(info.cls))
-    if isinstance(info, mi.StrType):
-        return _TEXT
-    if isinstance(info, mi.BoolType):
-        return st.booleans()
-    if isinstance(info, mi.IntType):
-        return _INT
-    if isinstance(info, mi.FloatType):
-        return _FLOATS
-    if isinstance(info, mi.NoneType):
-        return st.none()
-    if isinstance(info, mi.DateTimeType):
-        return st.datetimes(timezones=_TIMEZONES)
-    if isinstance(info, mi.DateType):
-        return st.dates()
-    if isinstance(info, mi.EnumType):
-        return st.sampled_from(list(info.cls))
-    if isinstance(info, mi.LiteralType):
-        return st.sampled_from(list(info.values))
-    if isinstance(info, mi.UnionType):
-        return st.one_of([_strategy(t) for t in info.types])
-    if isinstance(info, mi.DictType):
-        return st.dictionaries(_strategy(info.key_type), _strategy(info.value_type), max_size=2)
-    if isinstance(info, mi.VarTupleType):
-        return st.lists(_strategy(info.item_type), max_size=2).map(tuple)
-    if isinstance(info, mi.ListType):
-        return st.lists(_strategy(info.item_type), max_size=2)
-    if isinstance(info, mi.AnyType):
-        return st.none() | st.booleans() | _INT | _TEXT
-    raise NotImplementedError(f"no strategy for {info!r}")
-
 
 # --- random catalogues -----------------------------------------------------------------------
 

@@ -32,8 +32,8 @@ from domain.providers.usage import (
     decode_usage_event,
     encode_usage_event,
 )
+from tests.msgspec_strategies import strategy_for_type
 
-from .strategies import strategy_for_type
 from .support import INGEST, NOW, usage_after
 
 

@@ -1,4 +1,5 @@
-"""Hypothesis strategies for any msgspec type, read from ``msgspec.inspect``.
+"""Hypothesis strategies for any msgspec type, read from ``msgspec.inspect``
+(shared by the round-trip tests of every aggregate's events).
 
 Every field is generated, defaults included, so a round trip exercises the whole schema.
 """
@@ -57,6 +58,8 @@ def _strategy(info: mi.Type) -> st.SearchStrategy[Any]:
         return json_values
     if isinstance(info, mi.DateTimeType):
         return st.datetimes(timezones=_TIMEZONES)
+    if isinstance(info, mi.DateType):
+        return st.dates()
     if isinstance(info, mi.EnumType):
         return st.sampled_from(list(info.cls))
     if isinstance(info, mi.LiteralType):
