@@ -17,7 +17,7 @@ from datetime import datetime
 import msgspec
 
 from eventstore.records import LogPosition
-from eventstore.store import EventStore
+from eventstore.store import BELOW_HORIZON, EventStore
 
 GENESIS = bytes(32)
 
@@ -104,7 +104,7 @@ async def export_log(store: EventStore, *, after: LogPosition | None = None,
                 "(extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_at_us, "
                 "data::text AS data, metadata::text AS metadata, hash FROM events "
                 "WHERE (events.tx_id, events.position) > ($1::text::xid8, $2) "
-                "AND events.tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
+                f"AND {BELOW_HORIZON} "
                 + ("AND (events.tx_id, events.position) <= ($4::text::xid8, $5) "
                    if to_position else "")
                 + "ORDER BY events.tx_id, events.position LIMIT $3",

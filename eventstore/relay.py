@@ -211,12 +211,18 @@ class KafkaRelay:
         self.stats.checkpoint = position
 
 
-async def relay_lag(store: EventStore, name: str = "kafka") -> int:
-    """Events in the log the relay has not published yet."""
+# Readiness probes and metrics scrapes count at most this many unpublished events.
+LAG_COUNT_LIMIT = 1_000_000
+
+
+async def relay_lag(store: EventStore, name: str = "kafka", *,
+                    limit: int = LAG_COUNT_LIMIT) -> int:
+    """Events in the log the relay has not published yet (at most `limit`)."""
     async with store.pool.acquire() as conn:
         row = await conn.fetchrow(
             "SELECT tx_id::text::bigint, position FROM relay_checkpoints WHERE name = $1", name)
-    return await store.count_after(LogPosition(row[0], row[1]) if row else LogPosition.start())
+    checkpoint = LogPosition(row[0], row[1]) if row else LogPosition.start()
+    return await store.count_after(checkpoint, limit=limit)
 
 
 async def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:

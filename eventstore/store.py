@@ -34,7 +34,7 @@ FROM events
 
 # Rows below the oldest running transaction can no longer change: everything a
 # reader returns from here on is final, so it never skips a late commit.
-_BELOW_HORIZON = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+BELOW_HORIZON = "events.tx_id < pg_snapshot_xmin(pg_current_snapshot())"
 
 
 def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
@@ -156,7 +156,7 @@ class EventStore:
         # Qualified names: the select list's tx_id is the bigint rendering, and
         # ORDER BY would pick that alias and sort instead of using the index.
         query = (_SELECT + " WHERE (events.tx_id, events.position) > ($1::text::xid8, $2)"
-                 f" AND {_BELOW_HORIZON}")
+                 f" AND {BELOW_HORIZON}")
         args: list[Any] = [str(after.tx_id), after.position]
         if categories is not None:
             args.append(list(categories))
@@ -174,19 +174,25 @@ class EventStore:
         """The last final position of the log (where a reader that caught up stands)."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"SELECT tx_id::text::bigint, position FROM events WHERE {_BELOW_HORIZON} "
+                f"SELECT tx_id::text::bigint, position FROM events WHERE {BELOW_HORIZON} "
                 "ORDER BY events.tx_id DESC, events.position DESC LIMIT 1")
         return LogPosition(row[0], row[1]) if row else LogPosition.start()
 
-    async def count_after(self, after: LogPosition,
-                          categories: Sequence[str] | None = None) -> int:
-        query = "SELECT count(*) FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)"
+    async def count_after(self, after: LogPosition, categories: Sequence[str] | None = None,
+                          *, limit: int | None = None) -> int:
+        """Events after `after` (counting stops at `limit`: an exact count of a long
+        backlog would scan all of it, and a gauge only needs to know it is large)."""
+        query = ("SELECT 1 FROM events "
+                 "WHERE (events.tx_id, events.position) > ($1::text::xid8, $2)")
         args: list[Any] = [str(after.tx_id), after.position]
         if categories is not None:
-            query += " AND category = ANY($3)"
             args.append(list(categories))
+            query += f" AND category = ANY(${len(args)})"
+        if limit is not None:
+            args.append(limit)
+            query += f" LIMIT ${len(args)}"
         async with self.pool.acquire() as conn:
-            return int(await conn.fetchval(query, *args))
+            return int(await conn.fetchval(f"SELECT count(*) FROM ({query}) AS later", *args))
 
     async def tail(
         self,

@@ -8,11 +8,8 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CollectorRegistry, Gauge
 
 from eventstore.consumers import end_offsets
-from eventstore.relay import KafkaRelay
+from eventstore.relay import KafkaRelay, relay_lag
 from eventstore.store import EventStore
-
-# Counting beyond this many unpublished events would make a scrape slow.
-LAG_COUNT_LIMIT = 1_000_000
 
 
 class Metrics:
@@ -50,13 +47,6 @@ class Metrics:
         async with store.pool.acquire() as conn:
             self.events_appended.set(
                 await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
-            checkpoint = await conn.fetchrow(
-                "SELECT tx_id, position FROM relay_checkpoints WHERE name = 'kafka'")
-            lag_query = (
-                "SELECT count(*) FROM (SELECT 1 FROM events WHERE "
-                + ("(tx_id, position) > ($1, $2) " if checkpoint else "true ")
-                + f"LIMIT {LAG_COUNT_LIMIT}) AS unpublished")
-            self.relay_lag.set(await conn.fetchval(lag_query, *(checkpoint or ())))
             self.parked.clear()
             self.handler_failures.clear()
             for row in await conn.fetch(
@@ -67,6 +57,7 @@ class Metrics:
             offsets = await conn.fetch(
                 "SELECT consumer, topic, partition, next_offset FROM consumer_offsets")
             self.parked_messages.set(await conn.fetchval("SELECT count(*) FROM parked_messages"))
+        self.relay_lag.set(await relay_lag(store))
         self.relay_active.set(1 if relay is not None and relay.stats.holds_lock else 0)
         # Lag from what consumers stored in Postgres against Kafka's end offsets: right
         # whichever process consumes, and what a restarted consumer would resume from.

@@ -9,7 +9,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from eventstore.records import ConcurrencyError, Metadata
+from eventstore.records import ConcurrencyError, LogPosition, Metadata
 from eventstore.store import EventStore
 from tests.eventstore.sample_events import incremented, new_stream, opened, registry
 
@@ -126,3 +126,14 @@ async def test_reads_a_stream_as_of_a_version_or_a_time(fx_store: EventStore) ->
 async def test_stream_ids_must_name_a_category(fx_store: EventStore) -> None:
     with pytest.raises(ValueError, match="category"):
         await fx_store.append("nocategory", 0, [opened()], ALICE)
+
+
+async def test_counting_the_backlog_stops_at_its_limit(fx_store: EventStore) -> None:
+    stream = new_stream()
+    first = await fx_store.append(stream, 0, [opened()], ALICE)
+    await fx_store.append(stream, 1, [incremented() for _ in range(4)], ALICE)
+    (event,) = await fx_store.read_stream(stream, to_version=1)
+    assert await fx_store.count_after(LogPosition.start()) == 5
+    assert await fx_store.count_after(LogPosition.start(), limit=3) == 3
+    assert await fx_store.count_after(event.log_position) == 4
+    assert first.version == 1
