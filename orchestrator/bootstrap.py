@@ -44,8 +44,15 @@ from api.legacy.routes import app_state as legacy_app_state
 from api.operations import Operations
 from domain.deployments import EVENT_TYPES as DEPLOYMENT_EVENT_TYPES
 from domain.deployments import SCHEMA_VERSIONS as DEPLOYMENT_SCHEMA_VERSIONS
+from domain.providers import EVENT_TYPES as PROVIDER_EVENT_TYPES
+from domain.providers import SCHEMA_VERSIONS as PROVIDER_SCHEMA_VERSIONS
 from eventstore.command_service import CommandService
-from eventstore.consumers import ConsumerSettings, run_live_projection, topics_for
+from eventstore.consumers import (
+    ConsumerSettings,
+    HandlerRunner,
+    run_live_projection,
+    topics_for,
+)
 from eventstore.dead_letters import Handler
 from eventstore.projection import Projection, ProjectionVersions, live_version
 from eventstore.rebuild import rebuild
@@ -62,8 +69,9 @@ from tosca import TemplateValidator, default_types_dir
 
 log = logging.getLogger("orchestrator")
 
-# Every stream category the system writes; each is one Kafka topic.
-CATEGORIES = ["deployment"]
+# Every stream category the system writes; each is one Kafka topic. Quota usage samples
+# have their own category so that they never flood the provider streams.
+CATEGORIES = ["deployment", "provider", "quotausage"]
 
 PROJECTIONS: list[tuple[Projection, list[str]]] = [
     (event_counts_projection, CATEGORIES),
@@ -76,6 +84,7 @@ HANDLERS: list[tuple[Handler, list[str]]] = []
 def event_registry() -> EventRegistry:
     registry = EventRegistry()
     registry.register_all(DEPLOYMENT_EVENT_TYPES, DEPLOYMENT_SCHEMA_VERSIONS)
+    registry.register_all(PROVIDER_EVENT_TYPES, PROVIDER_SCHEMA_VERSIONS)
     return registry
 
 
@@ -270,6 +279,9 @@ class System:
     authenticator: Authenticator
     authorizer: Authorizer
     validator: LazyTemplateValidator | None = None
+    # Side-effect handlers built by build() (they hold clients and the command service);
+    # the module-level HANDLERS list is for handlers that need no ports.
+    handlers: list[tuple[Handler, list[str]]] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def projection(self, name: str) -> tuple[Projection, list[str]]:
@@ -280,7 +292,7 @@ class System:
         raise KeyError(f"no projection named {name!r} (known: {known})")
 
     def handler(self, name: str) -> Handler:
-        for handler, _ in HANDLERS:
+        for handler, _ in [*HANDLERS, *self.handlers]:
             if handler.NAME == name:
                 return handler
         raise KeyError(f"no handler named {name!r}")
@@ -426,6 +438,12 @@ async def start_components(system: System, stop: asyncio.Event,
             bootstrap_servers=settings.kafka_bootstrap,
             topics=topics_for(settings.topic_prefix, categories), registry=system.registry,
             settings=consumer), name=f"projection:{projection.NAME}"))
+    for handler, categories in [*HANDLERS, *system.handlers]:
+        runner = HandlerRunner(
+            handler, engine=system.engine, bootstrap_servers=settings.kafka_bootstrap,
+            topics=topics_for(settings.topic_prefix, categories), registry=system.registry,
+            settings=consumer)
+        system.tasks.append(asyncio.create_task(runner.run(stop), name=f"handler:{handler.NAME}"))
 
 
 async def run(system: System, stop: asyncio.Event) -> None:
