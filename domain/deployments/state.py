@@ -107,6 +107,9 @@ class DeploymentState(msgspec.Struct, frozen=True, kw_only=True):
     resources: tuple[Resource, ...] = ()
     log: str | None = None
     force_delete: bool = False
+    # True while the deployment waits for its input data (a Rucio rule to be OK) before
+    # the deployer may start; set and cleared by the data-staging events.
+    awaiting_data: bool = False
 
     @property
     def exists(self) -> bool:
