@@ -18,6 +18,7 @@ from domain.identity import Actor
 from .values import (
     AttemptFailureCause,
     CloudProviderEndpoint,
+    DataRequirement,
     DeploymentProvider,
     DeploymentStatus,
     JsonObject,
@@ -64,6 +65,7 @@ class CreateDeployment(UserCommand, frozen=True, kw_only=True):
     keep_last_attempt: bool = False
     preferred_site: PreferredSite | None = None
     owner: Actor | None = None
+    data_requirements: tuple[DataRequirement, ...] = ()
 
 
 class UpdateDeployment(UserCommand, frozen=True, kw_only=True):

@@ -192,6 +192,8 @@ def _apply(state: DeploymentState, event: DeploymentEvent) -> DeploymentState:
                 max_providers_retry=event.max_providers_retry,
                 keep_last_attempt=event.keep_last_attempt,
                 preferred_site=event.preferred_site,
+                data_requirements=event.data_requirements,
+                awaiting_data=any(r.wait for r in event.data_requirements),
                 operation=event.operation,
                 operation_kind=OperationKind.CREATE,
                 candidates=None,
@@ -509,6 +511,7 @@ def _create(
             max_providers_retry=command.max_providers_retry,
             keep_last_attempt=command.keep_last_attempt,
             preferred_site=command.preferred_site,
+            data_requirements=command.data_requirements,
         )
     ]
 

@@ -23,6 +23,7 @@ from domain.identity import Actor
 from .values import (
     AttemptFailureCause,
     CloudProviderEndpoint,
+    DataRequirement,
     DeploymentProvider,
     DeploymentStatus,
     JsonObject,
@@ -65,6 +66,7 @@ class DeploymentRequested(DeploymentEvent, tag="deployment.requested", frozen=Tr
     max_providers_retry: int | None = None
     keep_last_attempt: bool = False
     preferred_site: PreferredSite | None = None
+    data_requirements: tuple[DataRequirement, ...] = ()
 
 
 class DeploymentUpdateRequested(

@@ -18,6 +18,7 @@ from .values import (
     AttemptFailureCause,
     AttemptOutcome,
     CloudProviderEndpoint,
+    DataRequirement,
     DeploymentProvider,
     DeploymentStatus,
     JsonObject,
@@ -107,6 +108,7 @@ class DeploymentState(msgspec.Struct, frozen=True, kw_only=True):
     resources: tuple[Resource, ...] = ()
     log: str | None = None
     force_delete: bool = False
+    data_requirements: tuple[DataRequirement, ...] = ()
     # True while the deployment waits for its input data (a Rucio rule to be OK) before
     # the deployer may start; set and cleared by the data-staging events.
     awaiting_data: bool = False

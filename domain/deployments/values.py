@@ -183,6 +183,21 @@ class Site(msgspec.Struct, frozen=True, kw_only=True):
     project: str | None = None
 
 
+class DataRequirement(msgspec.Struct, frozen=True, kw_only=True):
+    """Input data a deployment needs replicated by Rucio (a rule per requirement).
+
+    ``dids`` are ``scope:name`` data identifiers; ``rse_expression`` says where the copies
+    go; ``wait`` makes the deployer wait until the rule is OK (a STUCK rule fails the
+    deployment). Rule ids and progress live in the replication streams, not here.
+    """
+
+    dids: tuple[str, ...]
+    rse_expression: str
+    copies: int = 1
+    lifetime_seconds: int | None = None
+    wait: bool = False
+
+
 class PreferredSite(msgspec.Struct, frozen=True, kw_only=True):
     """The site a user chose before deploying (scheduling first); ``None`` region = any."""
 
