@@ -23,6 +23,7 @@ import json
 import secrets
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,6 +159,13 @@ class LocalIssuer:
         self.discovery_status = 200
         self.jwks_document: dict[str, Any] | None = None  # served verbatim when set
         self.discovery_overrides: dict[str, Any] = {}  # merged into the discovery document
+        # --- token endpoint (refresh-token grant), used by the credential-store tests ---
+        # refresh token -> claim overrides of the access tokens it yields; single use
+        # (each refresh rotates it). token_status injects a failure (e.g. 503).
+        self._refresh_grants: dict[str, dict[str, Any]] = {}
+        self.token_status = 200
+        self.token_clients: list[str | None] = []  # client id (Basic or form) per request
+        # --- end token endpoint ---
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -325,6 +333,35 @@ class LocalIssuer:
         payload = self.claims(claims, lifetime=lifetime)
         return encode_jws(jose_header, payload, signing_key=signing_key, hmac_secret=hmac_secret)
 
+    # ---- token endpoint (refresh-token grant) -------------------------------------------
+
+    def issue_refresh_token(self, claims: dict[str, Any] | None = None) -> str:
+        """A refresh token whose grant yields access tokens with these claim overrides."""
+        token = "rt-" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._refresh_grants[token] = dict(claims or {})
+        return token
+
+    def _token_grant(self, form: dict[str, str], authorization: str | None
+                     ) -> tuple[int, dict[str, Any]]:
+        client = form.get("client_id")
+        if authorization and authorization.lower().startswith("basic "):
+            decoded = base64.b64decode(authorization[6:].strip()).decode()
+            client = decoded.partition(":")[0]
+        with self._lock:
+            self.token_clients.append(client)
+        if self.token_status != 200:
+            return self.token_status, {"error": "temporarily_unavailable"}
+        if form.get("grant_type") != "refresh_token":
+            return 400, {"error": "unsupported_grant_type"}
+        with self._lock:
+            claims = self._refresh_grants.pop(form.get("refresh_token", ""), None)
+        if claims is None:
+            return 400, {"error": "invalid_grant"}
+        rotated = self.issue_refresh_token(claims)
+        return 200, {"access_token": self.mint(claims), "token_type": "Bearer",
+                     "expires_in": 300, "refresh_token": rotated}
+
     # ---- HTTP ---------------------------------------------------------------------------
 
     def _documents(self, path: str) -> tuple[int, dict[str, Any]] | None:
@@ -363,6 +400,24 @@ class LocalIssuer:
                     issuer._requests[path.removeprefix(issuer._path)] += 1
                 answer = issuer._documents(path)
                 status, document = answer if answer is not None else (404, {"error": "not found"})
+                body = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                path = self.path.split("?", 1)[0]
+                with issuer._lock:
+                    issuer._requests[path.removeprefix(issuer._path)] += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                if path == f"{issuer._path}/token":
+                    status, document = issuer._token_grant(
+                        form, self.headers.get("Authorization"))
+                else:
+                    status, document = 404, {"error": "not found"}
                 body = json.dumps(document).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
