@@ -39,6 +39,7 @@ import msgspec
 __all__ = [
     "Did",
     "FileReplica",
+    "FileReplicaStates",
     "ReplicaLock",
     "ReplicaState",
     "ReplicationRule",
@@ -174,6 +175,14 @@ class ReplicationRule(msgspec.Struct, frozen=True):
     @property
     def did(self) -> Did:
         return Did(self.scope, self.name)
+
+
+class FileReplicaStates(msgspec.Struct, frozen=True):
+    """One file and the state of its replica on each RSE that has one (issue 6)."""
+
+    scope: str
+    name: str
+    states: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class ReplicaLock(msgspec.Struct, frozen=True):
@@ -405,6 +414,12 @@ class RucioClient:
         self._check_rule_id(rule_id)
         # Without a JSON body Rucio answers 400 "cannot decode json parameter dictionary".
         await self._call("DELETE", f"/rules/{rule_id}", body={"purge_replicas": purge_replicas})
+
+    async def list_file_replicas(self, did: Did) -> list[FileReplicaStates]:
+        """The files of a DID (itself, for a file) with the RSEs holding an AVAILABLE
+        replica of each (`GET /replicas/<scope>/<name>`; issue 6's data locator)."""
+        response = await self._call("GET", f"/replicas/{_q(did.scope)}/{_q(did.name)}")
+        return _json_lines(response.content, FileReplicaStates)
 
     async def set_rule_lifetime(self, rule_id: str, seconds: int | None) -> None:
         """Let the rule expire `seconds` from now (None: never)."""

@@ -1,0 +1,1 @@
+"""``/data/replications``: Rucio replication requests as their own resource (issue 6)."""
