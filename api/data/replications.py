@@ -183,10 +183,10 @@ def _not_found(replication_id: str) -> ApiError:
     return ApiError(404, rep.ReplicationNotFound(replication_id).message)
 
 
-async def _visible(legacy: Any, data: DataApi, principal: Principal, replication_id: str,
+async def _visible(legacy: Any, data_api: DataApi, principal: Principal, replication_id: str,
                    action: str = READ) -> ReplicationView:
     """The replication if the caller may see it (404 otherwise) and do ``action`` (403)."""
-    view = await data.replications.get(replication_id)
+    view = await data_api.replications.get(replication_id)
     if view is None:
         state, _ = await legacy.commands.load(rep.replication_stream(replication_id), DECIDER)
         if not state.exists:
@@ -220,13 +220,13 @@ class ReplicationsController(Controller):
     path = "/data/replications"
     tags = ["data"]
     guards = [authenticated]
-    dependencies = {**DEPENDENCIES, "data": Provide(provide_data, sync_to_thread=False)}
+    dependencies = {**DEPENDENCIES, "data_api": Provide(provide_data, sync_to_thread=False)}
     security = [{"bearer": []}]
 
     @get(["/"], operation_id="listReplications", responses=READ_ERRORS,
          media_type=JSON_MEDIA_TYPE)
     async def list_replications(
-        self, legacy: Legacy, data: Data, principal: Caller,
+        self, legacy: Legacy, data_api: Data, principal: Caller,
         deployment_id: Annotated[str | None, QueryParameter(name="deploymentId")] = None,
         page: Annotated[str | None, QueryParameter(name="page", description="0-based")] = None,
         size: Annotated[str | None, QueryParameter(name="size", description="default 10")
@@ -235,7 +235,7 @@ class ReplicationsController(Controller):
         """The caller's replications, newest first (admins: every one of their issuer)."""
         number = _page_number(page, 0, "page", minimum=0)
         per_page = min(_page_number(size, 10, "size", minimum=1), 2000)
-        views, total = await data.replications.list(
+        views, total = await data_api.replications.list(
             owner_issuer=principal.issuer,
             owner_subject=None if principal.is_admin else principal.subject,
             deployment_id=deployment_id, offset=number * per_page, limit=per_page)
@@ -247,13 +247,13 @@ class ReplicationsController(Controller):
     @post(["/"], operation_id="createReplication", responses=WRITE_ERRORS, status_code=201,
           opt=MUTATION, media_type=JSON_MEDIA_TYPE)
     async def create_replication(self, request: Request[Any, Any, Any], legacy: Legacy,
-                                 data: Data, principal: Caller,
-                                 body: JSONBody[ReplicationRequest]) -> ReplicationJson:
+                                 data_api: Data, principal: Caller,
+                                 data: JSONBody[ReplicationRequest]) -> ReplicationJson:
         """Ask Rucio for ``copies`` copies of ``dids`` (``scope:name``) on ``rseExpression``
         for ``lifetimeSeconds`` (absent: no expiry). Answers at once (``REQUESTED``); the
         rule ids and progress follow. An ``Idempotency-Key`` header makes a repeated
         request return the same replication."""
-        if not data.rucio_configured:
+        if not data_api.rucio_configured:
             raise ApiError(503, "Data management is not configured on this orchestrator "
                                 "(no Rucio server)")
         key = request.headers.get("idempotency-key")
@@ -262,41 +262,41 @@ class ReplicationsController(Controller):
                           if key else str(uuid.uuid4()))
         command = rep.RequestReplication(
             replication_id=replication_id, actor=common.actor_of(principal),
-            actor_is_admin=principal.is_admin, dids=tuple(body.dids),
-            rse_expression=body.rseExpression, copies=body.copies,
-            lifetime_seconds=body.lifetimeSeconds)
+            actor_is_admin=principal.is_admin, dids=tuple(data.dids),
+            rse_expression=data.rseExpression, copies=data.copies,
+            lifetime_seconds=data.lifetimeSeconds)
         state = await _execute(legacy, request, principal, command)
         return replication_json(view_of(state))
 
     @get(["/{replication_id:str}"], operation_id="getReplication", responses=READ_ERRORS,
          media_type=JSON_MEDIA_TYPE)
-    async def get_replication(self, legacy: Legacy, data: Data, principal: Caller,
+    async def get_replication(self, legacy: Legacy, data_api: Data, principal: Caller,
                               replication_id: PathId) -> ReplicationJson:
         """One replication: status, rule ids, progress (locks), a migration in progress."""
-        return replication_json(await _visible(legacy, data, principal, replication_id))
+        return replication_json(await _visible(legacy, data_api, principal, replication_id))
 
     @post(["/{replication_id:str}/migrate"], operation_id="migrateReplication",
           responses=WRITE_ERRORS, status_code=202, opt=MUTATION, media_type=JSON_MEDIA_TYPE)
     async def migrate_replication(self, request: Request[Any, Any, Any], legacy: Legacy,
-                                  data: Data, principal: Caller, replication_id: PathId,
-                                  body: JSONBody[MigrationRequest]) -> ReplicationJson:
+                                  data_api: Data, principal: Caller, replication_id: PathId,
+                                  data: JSONBody[MigrationRequest]) -> ReplicationJson:
         """Move the data to another RSE expression: new rules there, wait until they are OK,
         then remove the old ones (``migration`` shows the progress)."""
-        await _visible(legacy, data, principal, replication_id, "update")
+        await _visible(legacy, data_api, principal, replication_id, "update")
         state = await _execute(legacy, request, principal, rep.RequestMigration(
             replication_id=replication_id, actor=common.actor_of(principal),
-            actor_is_admin=principal.is_admin, rse_expression=body.rseExpression))
+            actor_is_admin=principal.is_admin, rse_expression=data.rseExpression))
         return replication_json(view_of(state))
 
     @delete(["/{replication_id:str}"], operation_id="cancelReplication",
             responses=WRITE_ERRORS, status_code=202, opt={"mutation": True},
             media_type=JSON_MEDIA_TYPE)
     async def cancel_replication(self, request: Request[Any, Any, Any], legacy: Legacy,
-                                 data: Data, principal: Caller,
+                                 data_api: Data, principal: Caller,
                                  replication_id: PathId) -> ReplicationJson:
         """Cancel: every rule of the replication is removed from Rucio (``CANCELLING``, then
         ``CANCELLED``). Repeating it is harmless."""
-        await _visible(legacy, data, principal, replication_id, "delete")
+        await _visible(legacy, data_api, principal, replication_id, "delete")
         state = await _execute(legacy, request, principal, rep.CancelReplication(
             replication_id=replication_id, actor=common.actor_of(principal),
             actor_is_admin=principal.is_admin,
