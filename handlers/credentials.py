@@ -373,6 +373,10 @@ class CredentialCapture:
             await self.store.put_tokens(deployment_id, token_set(access_token, refresh_token))
         except CredentialUnavailable as error:
             log.warning("user credentials of deployment %s not kept: %s", deployment_id, error)
+        except Exception as error:  # the command was accepted: never turn it into a 500
+            # The type only: a driver's message may echo the statement's parameters.
+            log.error("user credentials of deployment %s not kept: %s", deployment_id,
+                      type(error).__name__)
 
 
 class DeploymentCredentials:

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import sqlalchemy as sa  # issue 5 supporting
 import uvicorn
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from api.app import ApiDependencies, create_app
 from api.auth import Authenticator, Authorizer, build_authorizer
 from api.event_counts import EventCountsController, EventCountView
+from api.legacy.common import DECIDER, view_of  # issue 5 supporting
 from api.legacy.ports import (
     DeployerInfo,
     DeploymentDetails,
@@ -41,9 +43,11 @@ from api.legacy.ports import (
 )
 from api.legacy.routes import ROUTE_HANDLERS as LEGACY_ROUTE_HANDLERS
 from api.legacy.routes import app_state as legacy_app_state
+from api.legacy.shapes import deployment_json  # issue 5 supporting
 from api.operations import Operations
 from domain.deployments import EVENT_TYPES as DEPLOYMENT_EVENT_TYPES
 from domain.deployments import SCHEMA_VERSIONS as DEPLOYMENT_SCHEMA_VERSIONS
+from domain.deployments import stream_id  # issue 5 supporting
 from domain.providers import EVENT_TYPES as PROVIDER_EVENT_TYPES
 from domain.providers import SCHEMA_VERSIONS as PROVIDER_SCHEMA_VERSIONS
 from eventstore.command_service import CommandService
@@ -59,6 +63,7 @@ from eventstore.rebuild import rebuild
 from eventstore.registry import EventRegistry
 from eventstore.relay import KafkaRelay, ensure_topics, relay_lag
 from eventstore.store import EventStore, create_pool
+from handlers import callbacks, credentials, monitoring_log, stuck_sweeper  # issue 5 supporting
 from orchestrator.metrics import Metrics
 from orchestrator.settings import Settings, sqlalchemy_url
 from projections import deployments as deployments_view
@@ -261,6 +266,57 @@ def _read_derived_from(types_dir: str | None) -> dict[str, str]:
     return parents
 
 
+# ---------------------------------------------------------------- issue 5 supporting parts
+
+
+class CallbackDocuments:
+    """handlers.callbacks.DeploymentDocuments: a deployment as of a stream version, in the
+    legacy JSON the API renders, without links (as the legacy callbacks)."""
+
+    def __init__(self, store: EventStore, registry: EventRegistry) -> None:
+        self.store = store
+        self.registry = registry
+
+    async def callback_document(self, deployment_id: str,
+                                version: int) -> callbacks.CallbackDocument | None:
+        state = DECIDER.initial_state()
+        for recorded in await self.store.read_stream(stream_id(deployment_id),
+                                                     to_version=version):
+            state = DECIDER.evolve(state, self.registry.decode_recorded(recorded))
+        if not state.callback or state.status is None or state.created_at is None:
+            return None
+        body = msgspec.json.encode(deployment_json(view_of(state), None))
+        return callbacks.CallbackDocument(url=state.callback, status=state.status.value,
+                                          body=body)
+
+
+class StuckCandidatesReader:
+    """handlers.stuck_sweeper.StuckCandidates over the live deployments view."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.live = LiveVersion(deployments_view.NAME)
+
+    async def stuck(self, *, now: Any, default_timeout_mins: int,
+                    limit: int) -> list[stuck_sweeper.StuckCandidate]:
+        async with self.engine.connect() as conn:
+            version = await self.live.get(conn)
+            if version is None:
+                return []
+            main = deployments_view.projection.tables(version)[0]
+            timeout = sa.func.make_interval(
+                0, 0, 0, 0, 0, sa.func.coalesce(main.c.timeout_mins, default_timeout_mins))
+            rows = await conn.execute(
+                sa.select(main.c.id, main.c.status, main.c.updated_at, main.c.timeout_mins)
+                .where(main.c.status.in_(["CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS",
+                                          "DELETE_IN_PROGRESS"]),
+                       main.c.updated_at < sa.literal(now) - timeout)
+                .order_by(main.c.updated_at).limit(limit))
+            return [stuck_sweeper.StuckCandidate(
+                deployment_id=row.id, status=row.status, updated_at=row.updated_at,
+                timeout_mins=row.timeout_mins) for row in rows]
+
+
 # ---------------------------------------------------------------- the system
 
 
@@ -283,6 +339,11 @@ class System:
     # the module-level HANDLERS list is for handlers that need no ports.
     handlers: list[tuple[Handler, list[str]]] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # Periodic sweep failing stuck deployments (issue 5 supporting; started by
+    # start_components).
+    sweeper: stuck_sweeper.StuckSweeper | None = None
+    # The credential store's UserCredentials (the IM deployer's port).
+    user_credentials: credentials.DeploymentCredentials | None = None
 
     def projection(self, name: str) -> tuple[Projection, list[str]]:
         for projection, categories in PROJECTIONS:
@@ -370,6 +431,30 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
         own_validator = LazyTemplateValidator(
             lambda: TemplateValidator(workers=settings.tosca_workers))
         validator = own_validator
+    # ---- issue 5 supporting parts: credential store, callbacks, monitoring log, stuck sweep
+    credential_store = credentials.CredentialStore(
+        engine, credentials.CredentialKeys.parse(settings.credential_keys)
+        if settings.credential_keys else None)
+    credential_capture = credentials.CredentialCapture(credential_store)
+    # The IM deployer's UserCredentials port.
+    user_credentials = credentials.DeploymentCredentials(
+        credential_store, credentials.OidcTokenRefresher(
+            client_id=settings.oidc_client_id, client_secret=settings.oidc_client_secret))
+    supporting_handlers: list[tuple[Handler, list[str]]] = [
+        (credentials.CredentialCleanup(credential_store), ["deployment"]),
+        (callbacks.CallbackNotifier(engine, CallbackDocuments(store, registry),
+                                    callbacks.CallbackPolicy(
+                                        attempts=settings.callback_attempts,
+                                        timeout_s=settings.callback_timeout_s,
+                                        backoff_s=settings.callback_backoff_s,
+                                        secret=settings.callback_secret)), ["deployment"]),
+        (monitoring_log.MonitoringLog(store, registry), ["deployment"]),
+    ]
+    sweeper = stuck_sweeper.StuckSweeper(
+        StuckCandidatesReader(engine), store, registry,
+        default_timeout_mins=settings.stuck_timeout_mins,
+        interval_s=settings.stuck_sweep_interval_s)
+    # ---- end issue 5 supporting parts
     configuration = {"orchestrator_url": "", **settings.configuration}
     if not configuration["orchestrator_url"]:
         configuration["orchestrator_url"] = (
@@ -382,6 +467,7 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
         auth_settings=settings.auth,
         authorizer=authorizer,
         validator=validator,
+        credential_sink=credential_capture,  # issue 5 supporting
         types=type_hierarchy or ToscaTypeHierarchy(default_types_dir()),
         deployer_info=deployer_info or NoDeployerInfo(),
         settings=LegacySettings(
@@ -397,7 +483,9 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
     ), base_path=settings.api_base_path)
     return System(settings=settings, pool=pool, engine=engine, store=store, registry=registry,
                   commands=commands, relay=relay, metrics=metrics, app=app, legacy=legacy,
-                  authenticator=authenticator, authorizer=authorizer, validator=own_validator)
+                  authenticator=authenticator, authorizer=authorizer, validator=own_validator,
+                  handlers=list(supporting_handlers), sweeper=sweeper,
+                  user_credentials=user_credentials)  # issue 5 supporting
 
 
 def consumer_settings(settings: Settings) -> ConsumerSettings:
@@ -444,6 +532,9 @@ async def start_components(system: System, stop: asyncio.Event,
             topics=topics_for(settings.topic_prefix, categories), registry=system.registry,
             settings=consumer)
         system.tasks.append(asyncio.create_task(runner.run(stop), name=f"handler:{handler.NAME}"))
+    if system.sweeper is not None:  # issue 5 supporting: stuck deployments
+        system.tasks.append(asyncio.create_task(system.sweeper.run(stop), name="stuck-sweeper"))
+
 
 
 async def run(system: System, stop: asyncio.Event) -> None:

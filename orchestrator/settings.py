@@ -29,6 +29,16 @@ Variables (default in brackets):
 - ORCH_CONFIGURATION [{}]: JSON object of strings added to GET /configuration.
 - ORCH_TOSCA_WORKERS [2]: TOSCA validator processes, started on the first validation.
 - ORCH_TOSCA_TYPES_DIR [../shared/tosca]: TOSCA type files (read by tosca/).
+- ORCH_CREDENTIAL_KEYS [unset: user credentials are not kept, work needing them fails]:
+  AES-GCM keys of the credential store, `keyid:base64key,...` (16/24/32-byte keys); the
+  first seals, all of them open (rotation: put the new key first, keep the old ones).
+- ORCH_OIDC_CLIENT_ID, ORCH_OIDC_CLIENT_SECRET [unset]: the orchestrator's OIDC client,
+  used to refresh captured user tokens at the issuer's token endpoint.
+- ORCH_CALLBACK_ATTEMPTS [5], ORCH_CALLBACK_TIMEOUT_S [10], ORCH_CALLBACK_BACKOFF_S [1]:
+  deployment callbacks: tries, per-try timeout, first wait (doubled each time, max 60 s).
+- ORCH_CALLBACK_SECRET [unset]: when set, callbacks carry an HMAC-SHA256 signature header.
+- ORCH_STUCK_TIMEOUT_MINS [1440]: a *_IN_PROGRESS deployment without timeoutMins and with
+  no progress for this long is failed; ORCH_STUCK_SWEEP_INTERVAL_S [60]: how often to look.
 """
 
 from __future__ import annotations
@@ -145,6 +155,18 @@ class Settings(msgspec.Struct, kw_only=True):
     configuration: dict[str, str] = msgspec.field(default_factory=dict)
     # TOSCA validator worker processes (started on the first validation).
     tosca_workers: int = 2
+    # --- credential store, callbacks, stuck deployments (handlers/credentials.py,
+    # callbacks.py, stuck_sweeper.py) ---
+    credential_keys: str | None = None  # secret: never log Settings
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    callback_attempts: int = 5
+    callback_timeout_s: float = 10.0
+    callback_backoff_s: float = 1.0
+    callback_secret: str | None = None
+    stuck_timeout_mins: int = 1440
+    stuck_sweep_interval_s: float = 60.0
+    # --- end credential store, callbacks, stuck deployments ---
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -168,6 +190,17 @@ class Settings(msgspec.Struct, kw_only=True):
             trust_forwarded_headers=_flag("ORCH_TRUST_FORWARDED_HEADERS", True),
             configuration=_configuration_from_env(),
             tosca_workers=int(env("ORCH_TOSCA_WORKERS", "2") or 2),
+            # --- credential store, callbacks, stuck deployments ---
+            credential_keys=env("ORCH_CREDENTIAL_KEYS"),
+            oidc_client_id=env("ORCH_OIDC_CLIENT_ID"),
+            oidc_client_secret=env("ORCH_OIDC_CLIENT_SECRET"),
+            callback_attempts=int(env("ORCH_CALLBACK_ATTEMPTS", "5") or 5),
+            callback_timeout_s=float(env("ORCH_CALLBACK_TIMEOUT_S", "10") or 10),
+            callback_backoff_s=float(env("ORCH_CALLBACK_BACKOFF_S", "1") or 1),
+            callback_secret=env("ORCH_CALLBACK_SECRET"),
+            stuck_timeout_mins=int(env("ORCH_STUCK_TIMEOUT_MINS", "1440") or 1440),
+            stuck_sweep_interval_s=float(env("ORCH_STUCK_SWEEP_INTERVAL_S", "60") or 60),
+            # --- end credential store, callbacks, stuck deployments ---
         )
 
 

@@ -20,7 +20,7 @@ from api.auth import Principal
 from api.errors import ApiError
 from api.legacy import common
 from api.legacy.common import DeploymentRequest, ResetRequest
-from api.legacy.ports import DeploymentQuery
+from api.legacy.ports import DeploymentQuery, bearer_token
 from api.legacy.redaction import credentials, redacted
 from api.legacy.security import (
     DEPENDENCIES,
@@ -165,6 +165,7 @@ class DeploymentsController(Controller):
                 raise ApiError(409, "A deployment with this Idempotency-Key is being created; "
                                     "retry shortly", {"Retry-After": "1"}) from None
             return deployment_json(existing, base)
+        await _capture_credentials(legacy, request, deployment_id)
         return deployment_json(common.view_of(state), base)
 
     @get(["/{deployment_id:str}"], operation_id="getDeployment",
@@ -199,6 +200,7 @@ class DeploymentsController(Controller):
             callback=data.callback, timeout_mins=data.timeoutMins,
             provider_timeout_mins=data.providerTimeoutMins, user_group=data.userGroup)
         state = await common.execute(legacy, request, principal, command)
+        await _capture_credentials(legacy, request, deployment_id)
         return deployment_json(common.view_of(state), base_url(request, legacy.settings))
 
     @patch(["/{deployment_id:str}"], operation_id="resetDeployment",
@@ -238,6 +240,7 @@ class DeploymentsController(Controller):
             deployment_id=deployment_id, actor=common.actor_of(principal),
             actor_is_admin=principal.is_admin,
             force=(force or "").strip().lower() == "true"))
+        await _capture_credentials(legacy, request, deployment_id)
 
     @post(["/{deployment_id:str}/retry"], operation_id="retryDeployment",
           responses=WRITE_ERRORS, status_code=202,
@@ -249,6 +252,7 @@ class DeploymentsController(Controller):
         state = await common.execute(legacy, request, principal, RetryDeployment(
             deployment_id=deployment_id, actor=common.actor_of(principal),
             actor_is_admin=principal.is_admin))
+        await _capture_credentials(legacy, request, deployment_id)
         return deployment_json(common.view_of(state), base_url(request, legacy.settings))
 
     @get(["/{deployment_id:str}/template"], operation_id="getDeploymentTemplate",
@@ -307,6 +311,14 @@ class DeploymentsController(Controller):
         return {"uuid": view.id,
                 "vms": [{"vmId": vm, "credentials": credentials(infos[vm])}
                         for vm in sorted(infos)]}
+
+
+async def _capture_credentials(legacy: Legacy, request: AnyRequest, deployment_id: str) -> None:
+    """The accepted command's work may run long: keep the caller's token for it (encrypted,
+    never in the log; see api.legacy.ports.CredentialSink)."""
+    token = bearer_token(request.headers.get("authorization"))
+    if token is not None:
+        await legacy.credential_sink.capture(deployment_id, token)
 
 
 def _scope(principal: Principal, created_by: str | None,

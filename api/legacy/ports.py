@@ -134,6 +134,33 @@ class DeployerInfo(Protocol):
     async def vm_info(self, deployment: DeploymentView) -> dict[str, dict[str, Any]]: ...
 
 
+# --- credential capture (handlers/credentials.CredentialCapture implements it) ---
+
+
+class CredentialSink(Protocol):
+    """Keeps the caller's tokens for the deployment's long work (encrypted, outside the log).
+
+    Called after a create, update, delete or retry was accepted; never fails the request
+    (an implementation that cannot keep the token logs it and the work fails later with
+    a clear reason). There is deliberately no no-op default: the bootstrap wires one.
+    """
+
+    async def capture(self, deployment_id: str, access_token: str, *,
+                      refresh_token: str | None = None) -> None: ...
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header the guard already verified
+    (the legacy no-space form ``Bearer<token>`` included)."""
+    value = (authorization or "").strip()
+    if value[:6].lower() != "bearer":
+        return None
+    return value[6:].strip() or None
+
+
+# --- end credential capture ---
+
+
 class NoDeployerInfo:
     """Until a deployer handler serves VM details: none."""
 
@@ -190,6 +217,7 @@ class LegacyApi:
     auth_settings: AuthSettings
     authorizer: Authorizer
     validator: TemplateChecker
+    credential_sink: CredentialSink  # required: the bootstrap wires the credential store
     types: TypeHierarchy = field(default_factory=ExactTypes)
     deployer_info: DeployerInfo = field(default_factory=NoDeployerInfo)
     settings: LegacySettings = field(default_factory=LegacySettings)
