@@ -119,6 +119,8 @@ class RecordScheduling(DeploymentCommand, frozen=True, kw_only=True):
     ranking_method: str
     model_version: str | None = None
     rejected: tuple[SiteRejection, ...] = ()
+    # issue 4: why this ranking method (e.g. the external ranker did not answer in time)
+    ranking_note: str | None = None
 
 
 class StartAttempt(DeploymentCommand, frozen=True, kw_only=True):

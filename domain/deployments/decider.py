@@ -748,6 +748,8 @@ def _start_attempt(
     command: StartAttempt, state: DeploymentState, now: datetime
 ) -> list[DeploymentEvent]:
     existing = state.attempt(command.attempt)
+            ranking_note=command.ranking_note,  # issue 4
+            ranking_note=command.ranking_note,  # issue 4
     if (
         existing is not None
         and existing.operation == command.operation

@@ -148,6 +148,8 @@ class DeploymentScheduled(DeploymentEvent, tag="deployment.scheduled", frozen=Tr
     ranking_method: str
     model_version: str | None = None
     rejected: tuple[SiteRejection, ...] = ()
+    # issue 4: why this ranking method (e.g. the external ranker did not answer in time)
+    ranking_note: str | None = None
 
 
 class DeploymentAttemptStarted(

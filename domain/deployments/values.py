@@ -213,6 +213,13 @@ class RankedSite(msgspec.Struct, frozen=True, kw_only=True):
 
     site: Site
     score: float | None = None
+    # --- ranking explained (issue 4): what the ranking saw at decision time ---
+    # ``features`` is the selection's SiteFeatures as JSON (domain.providers.selection),
+    # ``ranker_name`` the site's name for the external ranker, ``sla_id`` the SLA used.
+    features: JsonObject = msgspec.field(default_factory=dict)
+    explanation: str | None = None
+    sla_id: str | None = None
+    ranker_name: str | None = None
 
 
 class SiteRejection(msgspec.Struct, frozen=True, kw_only=True):
@@ -220,6 +227,9 @@ class SiteRejection(msgspec.Struct, frozen=True, kw_only=True):
 
     site: Site
     reason: str
+    # --- ranking explained (issue 4): a readable message and the SLA concerned ---
+    message: str | None = None
+    sla_id: str | None = None
 
 
 class CloudProviderEndpoint(msgspec.Struct, frozen=True, kw_only=True):

@@ -30,6 +30,7 @@ from domain.deployments.events import (
     DeploymentEvent,
     DeploymentFailed,
     DeploymentRequested,
+    DeploymentScheduled,
 )
 from domain.deployments.values import AttemptFailureCause, OperationKind
 
@@ -38,7 +39,9 @@ from .selection import (
     RANKING_EXTERNAL,
     RANKING_FALLBACK,
     Candidate,
+    SelectionRequest,
     SelectionResult,
+    candidate_of,
 )
 
 MSG_VERSION: Final = "1.1.0"
@@ -115,8 +118,12 @@ class RankedProvider(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RankedProviders(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer; ``model_version`` is an optional top-level key naming the model that
+    ranked (the ai-ranker does not send it today; the event records it when present)."""
+
     uuid: str
     ranked_providers: tuple[RankedProvider, ...]
+    model_version: str | None = None
 
 
 class DatasetRow(ProviderRow, frozen=True, kw_only=True):
@@ -273,6 +280,9 @@ def parse_ranked_providers(data: bytes | str | Mapping[str, Any]) -> RankedProvi
         raise InvalidRankerAnswer("ranked_providers: uuid is missing")
     if not isinstance(rows, list):
         raise InvalidRankerAnswer("ranked_providers: ranked_providers must be a list")
+    model_version = raw.get("model_version")
+    if model_version is not None and not isinstance(model_version, str):
+        raise InvalidRankerAnswer("ranked_providers: model_version must be a string")
     parsed: list[RankedProvider] = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -285,7 +295,9 @@ def parse_ranked_providers(data: bytes | str | Mapping[str, Any]) -> RankedProvi
             raise InvalidRankerAnswer(f"ranked_providers[{i}]: {exc}") from None
         extra = {k: v for k, v in row.items() if k not in _VERDICT_FIELDS}
         parsed.append(msgspec.structs.replace(verdict, extra=extra))
-    return RankedProviders(uuid=uuid, ranked_providers=tuple(parsed))
+    return RankedProviders(
+        uuid=uuid, ranked_providers=tuple(parsed), model_version=model_version
+    )
 
 
 def encode_ranked_providers(answer: RankedProviders) -> bytes:
@@ -302,7 +314,10 @@ def encode_ranked_providers(answer: RankedProviders) -> bytes:
         if row.resource_exactness is not None:
             fields["resource_exactness"] = row.resource_exactness
         rows.append(fields)
-    return _ENCODER.encode({"uuid": answer.uuid, "ranked_providers": rows})
+    message: dict[str, Any] = {"uuid": answer.uuid, "ranked_providers": rows}
+    if answer.model_version is not None:
+        message["model_version"] = answer.model_version
+    return _ENCODER.encode(message)
 
 
 def apply_ranker_answer(
@@ -478,6 +493,49 @@ def dataset_rows(
             )
         )
     return rows
+
+
+def recorded_selection(
+    events: Sequence[DeploymentEvent], *, operation: int
+) -> SelectionResult | None:
+    """The selection that ``deployment.scheduled`` recorded for ``operation``, rebuilt from a
+    deployment's events (``None`` before it is scheduled). Candidates recorded without
+    features (events older than the features field) are left out: they have no dataset row.
+    """
+    requested = next((e for e in events if isinstance(e, DeploymentRequested)), None)
+    scheduled = next(
+        (e for e in reversed(events)
+         if isinstance(e, DeploymentScheduled) and e.operation == operation),
+        None,
+    )
+    if requested is None or scheduled is None:
+        return None
+    candidates = []
+    for ranked in scheduled.candidates:
+        if not ranked.features:
+            continue
+        try:
+            candidates.append(candidate_of(ranked))
+        except msgspec.ValidationError:
+            continue
+    return SelectionResult(
+        request=SelectionRequest(
+            deployment_id=requested.deployment_id,
+            user_group=requested.user_group or "",
+            issuer=requested.owner.issuer,
+            requested=requested.requested_resources,
+            template_name=requested.template_identity.name,
+            template_type=requested.template_identity.type,
+            pinned_site=requested.preferred_site,
+            submitted_at=requested.occurred_at,
+        ),
+        decided_at=scheduled.occurred_at,
+        ranking_method=scheduled.ranking_method,
+        candidates=tuple(candidates),
+        rejected=(),
+        model_version=scheduled.model_version,
+        ranking_note=scheduled.ranking_note,
+    )
 
 
 def _run_of(runs: Iterable[_SiteRun], key: tuple[str, str | None] | None) -> _SiteRun | None:

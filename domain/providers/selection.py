@@ -44,6 +44,11 @@ Ranking (features in [0, 1], see :class:`RankingWeights`)::
   ``(successes + 1) / (attempts + 2)`` (0.5 without history);
 - ``priority``: the operator priority of the provider / 100 (default 0.5).
 
+Data locality: when the request names ``data_sites`` (the sites close to a Rucio RSE that
+already holds the deployment's input data, from :func:`data_sites_for`), a site admitted by one
+of them gets ``+ 0.2 * data_local`` (``RankingWeights.data_locality``); without data sites the
+term is absent and the score is the formula above.
+
 Candidates are ordered by: the user's preferred site first (when feasible), then score
 (descending), then ``(provider_id, region, project)``. Scores are rounded to 6 decimals so that
 the order does not depend on float noise.
@@ -53,7 +58,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 
 import msgspec
@@ -149,6 +154,8 @@ class SelectionRequest(msgspec.Struct, frozen=True, kw_only=True):
     preferred_site: PreferredSite | None = None
     pinned_site: PreferredSite | None = None
     submitted_at: datetime | None = None
+    data_sites: tuple[PreferredSite, ...] = ()
+    """Sites close to an RSE already holding the requested data (ranked higher)."""
 
 
 class SuccessStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,6 +184,7 @@ class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
     success_rate: float = 0.4
     priority: float = 0.1
     unreachable_penalty: float = 0.2
+    data_locality: float = 0.2
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -237,6 +245,8 @@ class SiteFeatures(msgspec.Struct, frozen=True, kw_only=True):
     test_failure_perc_1d: float = -1.0
     test_failure_perc_7d: float = -1.0
     test_failure_perc_30d: float = -1.0
+    data_local: bool | None = None
+    """``None``: the request names no data sites; else whether this site is close to data."""
 
     def resource(self, name: str) -> ResourceUse | None:
         for use in self.resources:
@@ -279,21 +289,84 @@ class SelectionResult(msgspec.Struct, frozen=True, kw_only=True):
 def to_record_scheduling(
     result: SelectionResult, *, operation: int, actor: Actor
 ) -> RecordScheduling:
-    """The deployment command recording this decision.
-
-    ``RankedSite``/``SiteRejection`` keep the site, score and reason code; the features and
-    messages stay in the :class:`SelectionResult` (the deployment events have no field for
-    them yet).
-    """
+    """The deployment command recording this decision: every candidate with its score,
+    features (as seen now), explanation and SLA, every rejection with its reason code and
+    message, and how the ranking was made (method, model version, note)."""
     return RecordScheduling(
         deployment_id=result.request.deployment_id,
         actor=actor,
         operation=operation,
-        candidates=tuple(RankedSite(site=c.site, score=c.score) for c in result.candidates),
+        candidates=tuple(ranked_site(c) for c in result.candidates),
         ranking_method=result.ranking_method,
         model_version=result.model_version,
-        rejected=tuple(SiteRejection(site=r.site, reason=r.reason.value) for r in result.rejected),
+        rejected=tuple(
+            SiteRejection(site=r.site, reason=r.reason.value, message=r.message, sla_id=r.sla_id)
+            for r in result.rejected
+        ),
+        ranking_note=result.ranking_note,
     )
+
+
+def ranked_site(candidate: Candidate) -> RankedSite:
+    """A candidate as the deployment event stores it (features as plain JSON)."""
+    return RankedSite(
+        site=candidate.site,
+        score=candidate.score,
+        # plain JSON (lists, not tuples): equal to what the event store gives back
+        features=msgspec.json.decode(msgspec.json.encode(candidate.features)),
+        explanation=candidate.explanation,
+        sla_id=candidate.sla_id,
+        ranker_name=candidate.ranker_name or None,
+    )
+
+
+def candidate_of(ranked: RankedSite, *, preferred: bool = False) -> Candidate:
+    """The candidate a stored :class:`RankedSite` records (inverse of :func:`ranked_site`).
+
+    Raises ``msgspec.ValidationError`` when the stored features are not a ``SiteFeatures``
+    (an event recorded before features were stored has none).
+    """
+    return Candidate(
+        site=ranked.site,
+        sla_id=ranked.sla_id or "",
+        score=ranked.score if ranked.score is not None else 0.0,
+        features=msgspec.convert(ranked.features, SiteFeatures),
+        explanation=ranked.explanation or "",
+        preferred=preferred,
+        ranker_name=ranked.ranker_name or "",
+    )
+
+
+# --- data locality ---------------------------------------------------------------------------
+
+
+def parse_rse_sites(mapping: Mapping[str, str]) -> dict[str, PreferredSite]:
+    """The RSE-to-site configuration ``{"RSE_NAME": "provider_id[/region]"}`` as sites.
+
+    Raises ``ValueError`` naming the first entry that is not ``provider_id[/region]``.
+    """
+    sites: dict[str, PreferredSite] = {}
+    for rse, where in mapping.items():
+        if not isinstance(rse, str) or not rse or not isinstance(where, str):
+            raise ValueError(f"RSE {rse!r}: expected a string 'provider_id[/region]'")
+        provider_id, _, region = where.strip().partition("/")
+        if not provider_id or "/" in region:
+            raise ValueError(f"RSE {rse}: {where!r} is not 'provider_id[/region]'")
+        sites[rse] = PreferredSite(provider_id=provider_id, region=region or None)
+    return sites
+
+
+def data_sites_for(
+    rses: Iterable[str], rse_sites: Mapping[str, PreferredSite]
+) -> tuple[PreferredSite, ...]:
+    """The sites close to ``rses`` (the RSEs holding the data), in RSE name order; RSEs
+    without a configured site are not near any site."""
+    found: list[PreferredSite] = []
+    for rse in sorted(set(rses)):
+        site = rse_sites.get(rse)
+        if site is not None and site not in found:
+            found.append(site)
+    return tuple(found)
 
 
 # --- selection -------------------------------------------------------------------------------
@@ -426,7 +499,7 @@ def select_sites(
         ranking_method=RANKING_BUILTIN,
         candidates=ordered,
         rejected=tuple(rejected),
-        failure=None if ordered else _failure(request, rejected),
+        failure=None if ordered else failure_message(request, rejected),
     )
 
 
@@ -453,7 +526,8 @@ def _order(
     )
 
 
-def _failure(request: SelectionRequest, rejected: list[Rejection]) -> str:
+def failure_message(request: SelectionRequest, rejected: Sequence[Rejection]) -> str:
+    """Why no site can run ``request``, from its rejections (the deployment's failure)."""
     if request.pinned_site is not None:
         pin = request.pinned_site
         reasons = [
@@ -718,12 +792,16 @@ def _rank(
     success_rate = (successes + 1) / (attempts + 2)
     priority = state.priority / 100
     healthy = ScanScope(region=region, project_id=site.project or "") not in state.failing_scopes
+    data_local = (
+        any(near.admits(site) for near in request.data_sites) if request.data_sites else None
+    )
     score = round(
         weights.headroom * headroom
         + weights.flavour_exactness * exactness
         + weights.success_rate * success_rate
         + weights.priority * priority
-        - (0.0 if healthy else weights.unreachable_penalty),
+        - (0.0 if healthy else weights.unreachable_penalty)
+        + (weights.data_locality if data_local else 0.0),
         6,
     )
     health = context.health.get((state.provider_id, site.region))
@@ -746,6 +824,7 @@ def _rank(
         test_failure_perc_1d=health.test_failure_perc_1d if health else -1.0,
         test_failure_perc_7d=health.test_failure_perc_7d if health else -1.0,
         test_failure_perc_30d=health.test_failure_perc_30d if health else -1.0,
+        data_local=data_local,
     )
     explanation = (
         f"score {score:.3f} = {weights.headroom:g} x headroom {headroom:.2f}"
@@ -755,6 +834,7 @@ def _rank(
         + f" ({successes}/{attempts} recent)"
         + f" + {weights.priority:g} x priority {priority:.2f}"
         + ("" if healthy else f" - {weights.unreachable_penalty:g} (latest scan failed)")
+        + (f" + {weights.data_locality:g} (close to the data)" if data_local else "")
     )
     return Candidate(
         site=site,

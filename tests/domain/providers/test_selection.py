@@ -374,11 +374,25 @@ def test_the_result_feeds_record_scheduling_and_the_deployment_accepts_it() -> N
     pin = PreferredSite(provider_id="beta.openstack")
     result = select_sites(request(pinned_site=pin), [provider("ALPHA"), provider("BETA")], now=NOW)
     command = to_record_scheduling(result, operation=1, actor=SCHEDULER)
+    # issue 4: the command also carries the features, explanation and rejection message
+    [chosen] = result.candidates
     assert command.candidates == (
-        RankedSite(site=result.candidates[0].site, score=result.candidates[0].score),
+        RankedSite(
+            site=chosen.site,
+            score=chosen.score,
+            features=msgspec.json.decode(msgspec.json.encode(chosen.features)),
+            explanation=chosen.explanation,
+            sla_id=chosen.sla_id,
+            ranker_name=chosen.ranker_name,
+        ),
     )
     assert command.rejected == (
-        SiteRejection(site=result.rejected[0].site, reason="pinned_elsewhere"),
+        SiteRejection(
+            site=result.rejected[0].site,
+            reason="pinned_elsewhere",
+            message=result.rejected[0].message,
+            sla_id=result.rejected[0].sla_id,
+        ),
     )
     history = deployments.fold([requested(preferred_site=pin)])
     [event] = deployments.decide(command, history, now=NOW)
