@@ -159,6 +159,11 @@ _PUBLIC = ("id", "owner_issuer", "owner_subject", "deployment_id", "requirement_
            "created_at", "updated_at", "stream_version")
 
 
+def _plain(row: Any) -> dict[str, Any]:
+    # Plain str keys (SQLAlchemy's are a str subclass that msgspec does not take).
+    return {str(key): value for key, value in row.items()}
+
+
 def _table(version: int) -> Table:
     return versioned_tables(projection, version)[0]
 
@@ -168,7 +173,7 @@ async def get_replication(conn: AsyncConnection, version: int,
     table = _table(version)
     row = (await conn.execute(select(*[table.c[name] for name in _PUBLIC])
                               .where(table.c.id == replication_id))).mappings().first()
-    return dict(row) if row is not None else None
+    return _plain(row) if row is not None else None
 
 
 async def list_replications(conn: AsyncConnection, version: int, *,
@@ -192,7 +197,7 @@ async def list_replications(conn: AsyncConnection, version: int, *,
     rows = (await conn.execute(query.order_by(table.c.created_at.desc(), table.c.id)
                                .offset(offset).limit(limit))).mappings().all()
     total = int((await conn.execute(count)).scalar_one())
-    return [dict(row) for row in rows], total
+    return [_plain(row) for row in rows], total
 
 
 async def unsettled_ids(conn: AsyncConnection, version: int) -> list[str]:
