@@ -25,7 +25,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from api.admin.audit import AuditController  # issue 7
+from api.admin.statistics import AdminStatisticsController, UserStatisticsController  # issue 7
 from api.app import ApiDependencies, create_app
+from api.audit import AUDIT_ROUTE_HANDLERS  # issue 7
 from api.auth import Authenticator, Authorizer, build_authorizer
 from api.event_counts import EventCountsController, EventCountView
 from api.legacy.common import DECIDER, view_of  # issue 5 supporting
@@ -64,12 +67,14 @@ from eventstore.registry import EventRegistry
 from eventstore.relay import KafkaRelay, ensure_topics, relay_lag
 from eventstore.store import EventStore, create_pool
 from handlers import callbacks, credentials, monitoring_log, stuck_sweeper  # issue 5 supporting
+from orchestrator.audit_wiring import AuditLog, StatisticsReader  # issue 7
 from orchestrator.metrics import Metrics
 from orchestrator.settings import Settings, sqlalchemy_url
 from projections import deployments as deployments_view
 from projections import resources as resources_view
 from projections.event_counts import projection as event_counts_projection
 from projections.event_counts import read_live_event_counts
+from projections.statistics import projection as statistics_projection  # issue 7
 from tosca import TemplateValidator, default_types_dir
 
 log = logging.getLogger("orchestrator")
@@ -82,6 +87,7 @@ PROJECTIONS: list[tuple[Projection, list[str]]] = [
     (event_counts_projection, CATEGORIES),
     (deployments_view.projection, ["deployment"]),
     (resources_view.projection, ["deployment"]),
+    (statistics_projection, ["deployment"]),  # usage statistics (issue 7)
 ]
 HANDLERS: list[tuple[Handler, list[str]]] = []
 
@@ -367,6 +373,15 @@ class System:
         await self.pool.close()
 
 
+def _projection_named(name: str) -> tuple[Projection, list[str]]:
+    """A registered projection and its categories (audit replays; KeyError if unknown)."""
+    for projection, categories in PROJECTIONS:
+        if projection.NAME == name:
+            return projection, categories
+    raise KeyError(f"no projection named {name!r} (known: "
+                   f"{', '.join(p.NAME for p, _ in PROJECTIONS)})")
+
+
 def build_info() -> dict[str, Any]:
     """GET /info: a JSON object in the spirit of the Spring Boot actuator's build info."""
     try:
@@ -477,8 +492,14 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
     )
     app = create_app(ApiDependencies(
         operations=operations,
-        extra={"event_counts_reader": read_event_counts},
-        route_handlers=[EventCountsController, *LEGACY_ROUTE_HANDLERS],
+        extra={"event_counts_reader": read_event_counts,
+               # statistics and audit ports (issue 7)
+               "statistics_reader": StatisticsReader(engine),
+               "audit_log": AuditLog(store, engine, registry, _projection_named)},
+        route_handlers=[EventCountsController, *LEGACY_ROUTE_HANDLERS,
+                        # statistics and audit (issue 7)
+                        AdminStatisticsController, UserStatisticsController, AuditController,
+                        *AUDIT_ROUTE_HANDLERS],
         state=legacy_app_state(legacy),
     ), base_path=settings.api_base_path)
     return System(settings=settings, pool=pool, engine=engine, store=store, registry=registry,

@@ -147,6 +147,44 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ---- audit replay (issue 7)
+async def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Rebuild a projection into a scratch schema as of a log position and/or a time."""
+    from datetime import UTC, datetime
+
+    from eventstore.rebuild import rebuild_to
+
+    until = None
+    if args.until:
+        try:
+            until = datetime.fromisoformat(args.until.replace("Z", "+00:00"))
+        except ValueError:
+            print(f"orchestrator replay: --until {args.until} is not RFC 3339", file=sys.stderr)
+            return 2
+        until = until if until.tzinfo else until.replace(tzinfo=UTC)
+    if args.position is None and until is None:
+        print("orchestrator replay: give --position and/or --until", file=sys.stderr)
+        return 2
+    system = await bootstrap.build(settings)
+    try:
+        projection, categories = system.projection(args.projection)
+        result = await rebuild_to(
+            projection, store=system.store, engine=system.engine, schema=args.schema,
+            position=args.position, until=until, registry=system.registry,
+            categories=categories, progress=ProgressBar(f"replay {projection.NAME}"))
+    except (ValueError, LookupError) as error:
+        if isinstance(error, KeyError):
+            raise
+        print(f"orchestrator replay: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await system.close()
+    print(f"{projection.NAME} replayed into schema {args.schema}: {result.events:,} events "
+          f"up to log position {result.position.position}")
+    return 0
+# ---- end audit replay
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -164,6 +202,14 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("verify", help="recompute every stream's hash chain")
     export = commands.add_parser("export", help="the log as JSON Lines, with hashes")
     export.add_argument("--output", help="file to write (default: standard output)")
+    # ---- audit replay (issue 7)
+    replay_cmd = commands.add_parser(
+        "replay", help="rebuild a projection into a scratch schema as of a position/time")
+    replay_cmd.add_argument("projection")
+    replay_cmd.add_argument("--schema", required=True, help="scratch schema, e.g. audit_0301")
+    replay_cmd.add_argument("--position", type=int,
+                            help="up to the event at this global log position")
+    replay_cmd.add_argument("--until", help="up to this time (RFC 3339)")
     return root
 
 
@@ -179,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         print("dead-letters retry needs a handler name", file=sys.stderr)
         return 2
     action: Any = {"run": _run, "rebuild": _rebuild, "dead-letters": _dead_letters,
-                   "verify": _verify, "export": _export}[args.command]
+                   "verify": _verify, "export": _export,
+                   "replay": _replay}[args.command]  # replay: issue 7
     try:
         with contextlib.suppress(KeyboardInterrupt):
             return int(asyncio.run(action(args, settings)))
