@@ -228,10 +228,10 @@ class RucioReplicator:
         if pending is not None and not pending.has_rules:
             return await self._create_rules(state, pending)
         changed = False
-        for generation in (current, pending):
-            if generation is None or generation.state is rep.RuleState.OK:
+        for followed in (current, pending):
+            if followed is None or followed.state is rep.RuleState.OK:
                 continue
-            changed |= await self._observe(state, generation)
+            changed |= await self._observe(state, followed)
         if pending is not None and changed:
             return True
         if pending is not None and pending.state is rep.RuleState.OK:

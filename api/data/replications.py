@@ -22,6 +22,7 @@ from api.auth import READ, Principal
 from api.data.ports import DATA, DataApi, ReplicationView
 from api.errors import ApiError
 from api.legacy import common
+from api.legacy.ports import LegacyApi
 from api.legacy.security import DEPENDENCIES, Caller, Legacy, PathId, authenticated
 from api.legacy.shapes import JSON_MEDIA_TYPE, READ_ERRORS, WRITE_ERRORS, legacy_time
 from domain import replications as rep
@@ -166,7 +167,7 @@ def _error(error: rep.ReplicationError) -> ApiError:
     return ApiError(400, error.message)
 
 
-async def _execute(legacy: Any, request: Request[Any, Any, Any], principal: Principal,
+async def _execute(legacy: LegacyApi, request: Request[Any, Any, Any], principal: Principal,
                    command: rep.ReplicationCommand) -> rep.ReplicationState:
     metadata = Metadata(actor_issuer=principal.issuer, actor_subject=principal.subject,
                         request_id=common.request_id(request),
@@ -176,14 +177,15 @@ async def _execute(legacy: Any, request: Request[Any, Any, Any], principal: Prin
                                                DECIDER, command, metadata, conflict_retries=0)
     except rep.ReplicationError as error:
         raise _error(error) from None
-    return result.state
+    state: rep.ReplicationState = result.state
+    return state
 
 
 def _not_found(replication_id: str) -> ApiError:
     return ApiError(404, rep.ReplicationNotFound(replication_id).message)
 
 
-async def _visible(legacy: Any, data_api: DataApi, principal: Principal, replication_id: str,
+async def _visible(legacy: LegacyApi, data_api: DataApi, principal: Principal, replication_id: str,
                    action: str = READ) -> ReplicationView:
     """The replication if the caller may see it (404 otherwise) and do ``action`` (403)."""
     view = await data_api.replications.get(replication_id)

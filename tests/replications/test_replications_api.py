@@ -181,3 +181,14 @@ async def test_legacy_create_accepts_data_requirements(
         "template": TEMPLATE, "userGroup": "g1"})
     assert plain.status_code == 201
     assert not (await data.deployment(plain.json()["uuid"])).awaiting_data
+
+
+async def test_the_data_endpoints_are_in_the_openapi_document(data: DataHarness) -> None:
+    response = await data.client.get("/orchestrator/openapi/openapi.json")
+    assert response.status_code == 200, response.text
+    paths = response.json()["paths"]
+    assert set(paths["/orchestrator/data/replications"]) >= {"get", "post"}
+    assert set(paths["/orchestrator/data/replications/{replication_id}"]) >= {"get", "delete"}
+    migrate = paths["/orchestrator/data/replications/{replication_id}/migrate"]["post"]
+    assert migrate["operationId"] == "migrateReplication"
+    assert migrate["security"] == [{"bearer": []}]
