@@ -69,6 +69,16 @@ from eventstore.store import EventStore, create_pool
 from handlers import callbacks, credentials, monitoring_log, stuck_sweeper  # issue 5 supporting
 from orchestrator.audit_wiring import AuditLog, StatisticsReader  # issue 7
 from orchestrator.metrics import Metrics
+# --- data management (issue 6) ---
+from api.data.ports import DataApi, ReplicationView
+from api.data.replications import ROUTE_HANDLERS as DATA_ROUTE_HANDLERS
+from api.data.replications import app_state as data_app_state
+from domain.replications import EVENT_TYPES as REPLICATION_EVENT_TYPES
+from domain.replications import SCHEMA_VERSIONS as REPLICATION_SCHEMA_VERSIONS
+from handlers.rucio_client import RucioClient
+from handlers.rucio_replicator import FollowPolicy, RucioReplicator
+from projections import replications as replications_view
+# --- end data management ---
 from orchestrator.settings import Settings, sqlalchemy_url
 from projections import deployments as deployments_view
 from projections import resources as resources_view
@@ -81,12 +91,13 @@ log = logging.getLogger("orchestrator")
 
 # Every stream category the system writes; each is one Kafka topic. Quota usage samples
 # have their own category so that they never flood the provider streams.
-CATEGORIES = ["deployment", "provider", "quotausage"]
+CATEGORIES = ["deployment", "provider", "quotausage", "replication"]  # replication: issue 6
 
 PROJECTIONS: list[tuple[Projection, list[str]]] = [
     (event_counts_projection, CATEGORIES),
     (deployments_view.projection, ["deployment"]),
     (resources_view.projection, ["deployment"]),
+    (replications_view.projection, ["replication"]),  # data management (issue 6)
     (statistics_projection, ["deployment"]),  # usage statistics (issue 7)
 ]
 HANDLERS: list[tuple[Handler, list[str]]] = []
@@ -96,6 +107,7 @@ def event_registry() -> EventRegistry:
     registry = EventRegistry()
     registry.register_all(DEPLOYMENT_EVENT_TYPES, DEPLOYMENT_SCHEMA_VERSIONS)
     registry.register_all(PROVIDER_EVENT_TYPES, PROVIDER_SCHEMA_VERSIONS)
+    registry.register_all(REPLICATION_EVENT_TYPES, REPLICATION_SCHEMA_VERSIONS)  # issue 6
     return registry
 
 
@@ -179,6 +191,67 @@ class ResourcesReader:
                 conn, version, deployment_id, node_types=node_types, sort=sort, offset=offset,
                 limit=limit)
         return [msgspec.convert(row, ResourceView) for row in rows], total
+
+
+# ---------------------------------------------------------------- data management (issue 6)
+
+
+class ReplicationsReader:
+    """The replications view for the API (``ReplicationReadModel``) and for the Rucio
+    replicator (``ReplicationIndex``: what to resume, who else holds a rule)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.live = LiveVersion(replications_view.NAME)
+
+    async def get(self, replication_id: str) -> ReplicationView | None:
+        async with self.engine.connect() as conn:
+            version = await self.live.get(conn)
+            if version is None:
+                return None
+            row = await replications_view.get_replication(conn, version, replication_id)
+        return msgspec.convert(row, ReplicationView) if row is not None else None
+
+    async def list(self, *, owner_issuer: str | None, owner_subject: str | None,
+                   deployment_id: str | None, offset: int,
+                   limit: int) -> tuple[list[ReplicationView], int]:
+        async with self.engine.connect() as conn:
+            version = await self.live.get(conn)
+            if version is None:
+                return [], 0
+            rows, total = await replications_view.list_replications(
+                conn, version, owner_issuer=owner_issuer, owner_subject=owner_subject,
+                deployment_id=deployment_id, offset=offset, limit=limit)
+        return [msgspec.convert(row, ReplicationView) for row in rows], total
+
+    async def unsettled(self) -> list[str]:
+        async with self.engine.connect() as conn:
+            version = await live_version(conn, replications_view.NAME)
+            if version is None:
+                return []
+            return await replications_view.unsettled_ids(conn, version)
+
+    async def rule_holders(self, rule_id: str, *, excluding: str) -> list[str]:
+        async with self.engine.connect() as conn:
+            version = await live_version(conn, replications_view.NAME)
+            if version is None:
+                return []
+            return await replications_view.rule_holders(conn, version, rule_id,
+                                                        excluding=excluding)
+
+
+def rucio_client(settings: Settings) -> RucioClient | None:
+    """The replicator's Rucio client (None: data management is off)."""
+    if not settings.rucio_url:
+        return None
+    if not settings.rucio_username or not settings.rucio_password_file:
+        raise SystemExit("ORCH_RUCIO_URL needs ORCH_RUCIO_USERNAME and ORCH_RUCIO_PASSWORD_FILE")
+    try:
+        password = Path(settings.rucio_password_file).read_text().strip()
+    except OSError as error:
+        raise SystemExit(f"cannot read ORCH_RUCIO_PASSWORD_FILE: {error.strerror}") from None
+    return RucioClient(settings.rucio_url, account=settings.rucio_account,
+                       username=settings.rucio_username, password=password)
 
 
 # ---------------------------------------------------------------- TOSCA
@@ -345,6 +418,7 @@ class System:
     # the module-level HANDLERS list is for handlers that need no ports.
     handlers: list[tuple[Handler, list[str]]] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    rucio: RucioClient | None = None  # data management (issue 6), closed with the system
     # Periodic sweep failing stuck deployments (issue 5 supporting; started by
     # start_components).
     sweeper: stuck_sweeper.StuckSweeper | None = None
@@ -367,6 +441,8 @@ class System:
     async def close(self) -> None:
         await self.authenticator.aclose()
         await self.authorizer.aclose()
+        if self.rucio is not None:  # issue 6
+            await self.rucio.aclose()
         if self.validator is not None:
             self.validator.close()
         await self.engine.dispose()
@@ -490,6 +566,15 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
             require_user_group=settings.require_user_group,
             trust_forwarded_headers=settings.trust_forwarded_headers),
     )
+    # ---- data management (issue 6): replicator and /data/replications when Rucio is set.
+    replications_reader = ReplicationsReader(engine)
+    rucio = rucio_client(settings)
+    data_api = DataApi(replications=replications_reader, rucio_configured=rucio is not None)
+    replicator = None if rucio is None else RucioReplicator(
+        commands, rucio, replications_reader,
+        follow=FollowPolicy(initial=settings.rucio_poll_initial_s,
+                            maximum=settings.rucio_poll_max_s))
+    # ---- end data management
     app = create_app(ApiDependencies(
         operations=operations,
         extra={"event_counts_reader": read_event_counts,
@@ -499,14 +584,19 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
         route_handlers=[EventCountsController, *LEGACY_ROUTE_HANDLERS,
                         # statistics and audit (issue 7)
                         AdminStatisticsController, UserStatisticsController, AuditController,
-                        *AUDIT_ROUTE_HANDLERS],
-        state=legacy_app_state(legacy),
+                        *AUDIT_ROUTE_HANDLERS,
+                        *DATA_ROUTE_HANDLERS],  # /data/replications (issue 6)
+        state={**legacy_app_state(legacy), **data_app_state(data_api)},  # data: issue 6
     ), base_path=settings.api_base_path)
-    return System(settings=settings, pool=pool, engine=engine, store=store, registry=registry,
-                  commands=commands, relay=relay, metrics=metrics, app=app, legacy=legacy,
-                  authenticator=authenticator, authorizer=authorizer, validator=own_validator,
-                  handlers=list(supporting_handlers), sweeper=sweeper,
-                  user_credentials=user_credentials)  # issue 5 supporting
+    system = System(settings=settings, pool=pool, engine=engine, store=store, registry=registry,
+                    commands=commands, relay=relay, metrics=metrics, app=app, legacy=legacy,
+                    authenticator=authenticator, authorizer=authorizer, validator=own_validator,
+                    handlers=list(supporting_handlers), sweeper=sweeper,
+                    user_credentials=user_credentials)  # issue 5 supporting
+    if replicator is not None:  # data management (issue 6)
+        system.rucio = rucio
+        system.handlers.append((replicator, ["deployment", "replication"]))
+    return system
 
 
 def consumer_settings(settings: Settings) -> ConsumerSettings:

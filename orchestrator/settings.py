@@ -39,6 +39,11 @@ Variables (default in brackets):
 - ORCH_CALLBACK_SECRET [unset]: when set, callbacks carry an HMAC-SHA256 signature header.
 - ORCH_STUCK_TIMEOUT_MINS [1440]: a *_IN_PROGRESS deployment without timeoutMins and with
   no progress for this long is failed; ORCH_STUCK_SWEEP_INTERVAL_S [60]: how often to look.
+- ORCH_RUCIO_URL [unset: no data management], ORCH_RUCIO_ACCOUNT [root],
+  ORCH_RUCIO_USERNAME, ORCH_RUCIO_PASSWORD_FILE (userpass identity of that account; the
+  password is read from the file, never from the environment or logged),
+  ORCH_RUCIO_POLL_INITIAL_S [2], ORCH_RUCIO_POLL_MAX_S [60]: how the replicator follows
+  rules (issue 6, docs/rucio.md).
 """
 
 from __future__ import annotations
@@ -167,6 +172,14 @@ class Settings(msgspec.Struct, kw_only=True):
     stuck_timeout_mins: int = 1440
     stuck_sweep_interval_s: float = 60.0
     # --- end credential store, callbacks, stuck deployments ---
+    # --- data management (issue 6): the Rucio server and account of the replicator ---
+    rucio_url: str | None = None
+    rucio_account: str = "root"
+    rucio_username: str | None = None
+    rucio_password_file: str | None = None
+    rucio_poll_initial_s: float = 2.0
+    rucio_poll_max_s: float = 60.0
+    # --- end data management ---
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -201,6 +214,14 @@ class Settings(msgspec.Struct, kw_only=True):
             stuck_timeout_mins=int(env("ORCH_STUCK_TIMEOUT_MINS", "1440") or 1440),
             stuck_sweep_interval_s=float(env("ORCH_STUCK_SWEEP_INTERVAL_S", "60") or 60),
             # --- end credential store, callbacks, stuck deployments ---
+            # --- data management (issue 6) ---
+            rucio_url=env("ORCH_RUCIO_URL"),
+            rucio_account=env("ORCH_RUCIO_ACCOUNT", "root") or "root",
+            rucio_username=env("ORCH_RUCIO_USERNAME"),
+            rucio_password_file=env("ORCH_RUCIO_PASSWORD_FILE"),
+            rucio_poll_initial_s=float(env("ORCH_RUCIO_POLL_INITIAL_S", "2") or 2),
+            rucio_poll_max_s=float(env("ORCH_RUCIO_POLL_MAX_S", "60") or 60),
+            # --- end data management ---
         )
 
 

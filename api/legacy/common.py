@@ -17,6 +17,7 @@ from api.errors import ApiError
 from api.legacy.ports import DeploymentView, LegacyApi
 from api.legacy.shapes import JSON_MEDIA_TYPE, TEXT_MEDIA_TYPE
 from domain.deployments import (
+    DataRequirement,  # issue 6
     DeploymentCommand,
     DeploymentState,
     DeploymentStatus,
@@ -54,6 +55,33 @@ class DeploymentRequest(msgspec.Struct, kw_only=True):
     maxProvidersRetry: int | None = None
     keepLastAttempt: bool | None = None
     userGroup: str | None = None
+    # Additive (issue 6): input data Rucio must replicate; only read on create.
+    dataRequirements: list[DataRequirementRequest] | None = None
+
+
+# --- data requirements (issue 6) -----------------------------------------------------------
+
+
+class DataRequirementRequest(msgspec.Struct, kw_only=True):
+    """One entry of ``dataRequirements`` on POST /deployments: copies of ``dids``
+    (``scope:name``) on ``rseExpression``; with ``wait`` (the default) the deployer starts
+    only once Rucio reports the rules OK, and a STUCK rule fails the deployment."""
+
+    dids: list[str]
+    rseExpression: str
+    copies: int = 1
+    lifetimeSeconds: int | None = None
+    wait: bool = True
+
+
+def data_requirements(
+        requests: list[DataRequirementRequest] | None) -> tuple[DataRequirement, ...]:
+    return tuple(DataRequirement(dids=tuple(r.dids), rse_expression=r.rseExpression.strip(),
+                                 copies=r.copies, lifetime_seconds=r.lifetimeSeconds,
+                                 wait=r.wait) for r in requests or ())
+
+
+# --- end data requirements -----------------------------------------------------------------
 
 
 class ResetRequest(msgspec.Struct, kw_only=True):

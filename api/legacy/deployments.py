@@ -153,7 +153,8 @@ class DeploymentsController(Controller):
             callback=data.callback, timeout_mins=data.timeoutMins,
             provider_timeout_mins=data.providerTimeoutMins,
             max_providers_retry=data.maxProvidersRetry,
-            keep_last_attempt=bool(data.keepLastAttempt))
+            keep_last_attempt=bool(data.keepLastAttempt),
+            data_requirements=common.data_requirements(data.dataRequirements))  # issue 6
         base = base_url(request, legacy.settings)
         try:
             state = await common.execute(legacy, request, principal, command)

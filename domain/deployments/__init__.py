@@ -214,3 +214,11 @@ __all__ = [
     "stream_id",
     "template_sha256",
 ]
+
+# --- data staging (issue 6) ----------------------------------------------------------------
+from .commands import MarkDataReady  # noqa: E402
+from .decider import validate_data_requirements  # noqa: E402
+from .events import DeploymentDataReady  # noqa: E402
+
+__all__ += ["DeploymentDataReady", "MarkDataReady", "validate_data_requirements"]
+# --- end data staging ----------------------------------------------------------------------

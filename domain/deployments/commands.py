@@ -196,8 +196,23 @@ class RecordLog(DeploymentCommand, frozen=True, kw_only=True):
     attempt: int | None = None
 
 
+# --- data staging (issue 6) ----------------------------------------------------------------
+
+
+class MarkDataReady(DeploymentCommand, frozen=True, kw_only=True):
+    """The Rucio handler saw every waited-for requirement's rules OK (see
+    ``deployment.data_ready``). A STUCK rule fails the deployment through FailDeployment."""
+
+    operation: int
+    replication_ids: tuple[str, ...] = ()
+
+
+# --- end data staging ----------------------------------------------------------------------
+
+
 DeploymentCommandUnion: TypeAlias = (
-    CreateDeployment
+    MarkDataReady  # issue 6
+    | CreateDeployment
     | UpdateDeployment
     | DeleteDeployment
     | ResetDeployment
@@ -237,4 +252,5 @@ HANDLER_COMMAND_TYPES: tuple[type[DeploymentCommand], ...] = (
     FailDeletion,
     ChangeResources,
     RecordLog,
+    MarkDataReady,  # issue 6
 )

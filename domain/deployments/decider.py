@@ -44,6 +44,7 @@ from .commands import (
     FailAttempt,
     FailDeletion,
     FailDeployment,
+    MarkDataReady,  # issue 6
     RecordInfrastructureCreated,
     RecordInfrastructureDestroyed,
     RecordLog,
@@ -70,6 +71,7 @@ from .events import (
     DeploymentAttemptFailed,
     DeploymentAttemptStarted,
     DeploymentCompleted,
+    DeploymentDataReady,  # issue 6
     DeploymentDeleted,
     DeploymentDeletionFailed,
     DeploymentDeletionRequested,
@@ -98,6 +100,7 @@ from .values import (
     NOT_UPDATABLE_PROVIDERS,
     AttemptFailureCause,
     AttemptOutcome,
+    DataRequirement,  # issue 6
     DeploymentStatus,
     NodeState,
     OperationKind,
@@ -325,6 +328,8 @@ def _apply(state: DeploymentState, event: DeploymentEvent) -> DeploymentState:
             return replace(state, resources=_upsert(state.resources, event.resources))
         case DeploymentLogUpdated():
             return replace(state, log=event.log)
+        case DeploymentDataReady():  # issue 6
+            return replace(state, awaiting_data=False)
     raise TypeError(f"unknown deployment event {type(event).__name__}")
 
 
@@ -418,6 +423,8 @@ def decide(
             return _change_resources(command, state, now)
         case RecordLog():
             return _record_log(command, state, now)
+        case MarkDataReady():  # issue 6
+            return _mark_data_ready(command, state, now)
     raise TypeError(f"unknown deployment command {type(command).__name__}")
 
 
@@ -493,6 +500,7 @@ def _create(
         provider_timeout_mins=command.provider_timeout_mins,
         max_providers_retry=command.max_providers_retry,
     )
+    validate_data_requirements(command.data_requirements)  # issue 6
     return [
         DeploymentRequested(
             deployment_id=command.deployment_id,
@@ -740,6 +748,7 @@ def _record_scheduling(
             ranking_method=command.ranking_method,
             model_version=command.model_version,
             rejected=command.rejected,
+            ranking_note=command.ranking_note,  # issue 4
         )
     ]
 
@@ -748,8 +757,6 @@ def _start_attempt(
     command: StartAttempt, state: DeploymentState, now: datetime
 ) -> list[DeploymentEvent]:
     existing = state.attempt(command.attempt)
-            ranking_note=command.ranking_note,  # issue 4
-            ranking_note=command.ranking_note,  # issue 4
     if (
         existing is not None
         and existing.operation == command.operation
@@ -768,6 +775,8 @@ def _start_attempt(
         raise _no_longer_in_progress(state, command.operation)
     if state.candidates is None:
         raise InvalidTransition(f"Operation {command.operation} has not been scheduled yet")
+    if state.awaiting_data:  # issue 6: the deployer waits for deployment.data_ready
+        raise InvalidTransition("The deployment is waiting for its input data (Rucio rules)")
     expected = state.last_attempt_number + 1
     if command.attempt != expected:
         raise InvalidTransition(f"The next attempt is {expected}, not {command.attempt}")
@@ -1050,3 +1059,48 @@ def _record_log(command: RecordLog, state: DeploymentState, now: datetime) -> li
             attempt=command.attempt,
         )
     ]
+
+
+# --- data staging (issue 6) ----------------------------------------------------------------
+
+
+def validate_data_requirements(requirements: Iterable[DataRequirement]) -> None:
+    """Refuse what can never be a Rucio rule (Rucio itself judges DIDs and expressions)."""
+    for number, requirement in enumerate(requirements, start=1):
+        where = f"dataRequirements[{number - 1}]"
+        if not requirement.dids:
+            raise InvalidRequest(f"{where}.dids: at least one DID (scope:name) is required")
+        for did in requirement.dids:
+            scope, sep, name = did.partition(":")
+            if not sep or not scope.strip() or not name.strip() or did != did.strip():
+                raise InvalidRequest(f"{where}.dids: {did!r} is not a DID of the form scope:name")
+        if len(set(requirement.dids)) != len(requirement.dids):
+            raise InvalidRequest(f"{where}.dids: a DID is listed twice")
+        if not requirement.rse_expression.strip():
+            raise InvalidRequest(f"{where}.rseExpression: an RSE expression is required")
+        if requirement.copies < 1:
+            raise InvalidRequest(f"{where}.copies: must be at least 1")
+        if requirement.lifetime_seconds is not None and requirement.lifetime_seconds < 1:
+            raise InvalidRequest(f"{where}.lifetimeSeconds: must be at least 1")
+
+
+def _mark_data_ready(
+    command: MarkDataReady, state: DeploymentState, now: datetime
+) -> list[DeploymentEvent]:
+    # Late or repeated news (the deployment moved on, failed, was deleted): nothing to do.
+    if not state.awaiting_data or state.status != S.CREATE_IN_PROGRESS:
+        return []
+    if command.operation != state.operation:
+        return []
+    return [
+        DeploymentDataReady(
+            deployment_id=command.deployment_id,
+            occurred_at=now,
+            actor=command.actor,
+            operation=command.operation,
+            replication_ids=command.replication_ids,
+        )
+    ]
+
+
+# --- end data staging ----------------------------------------------------------------------

@@ -256,8 +256,25 @@ class DeploymentLogUpdated(
     attempt: int | None = None
 
 
+# --- data staging (issue 6) ----------------------------------------------------------------
+
+
+class DeploymentDataReady(
+    DeploymentEvent, tag="deployment.data_ready", frozen=True, kw_only=True
+):
+    """Every data requirement the deployment waits for has its Rucio rules OK: the deployer
+    may start (clears ``awaiting_data``). ``replication_ids`` are the replications checked."""
+
+    operation: int
+    replication_ids: tuple[str, ...] = ()
+
+
+# --- end data staging ----------------------------------------------------------------------
+
+
 DeploymentEventUnion: TypeAlias = (
-    DeploymentRequested
+    DeploymentDataReady  # issue 6
+    | DeploymentRequested
     | DeploymentUpdateRequested
     | DeploymentDeletionRequested
     | DeploymentStatusReset
@@ -294,6 +311,7 @@ EVENT_TYPES: Final[tuple[type[DeploymentEvent], ...]] = (
     DeploymentDeletionFailed,
     DeploymentResourcesChanged,
     DeploymentLogUpdated,
+    DeploymentDataReady,  # issue 6
 )
 
 
