@@ -64,8 +64,9 @@ def fragment(values: dict[str, Any]) -> str:
 
 
 def redacted_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    return {name: (REDACTED if _SECRET_NAME.search(name) else value)
-            for name, value in parameters.items()}
+    """Sorted by name: the stored order is not the submitted one (JSONB)."""
+    return {name: (REDACTED if _SECRET_NAME.search(name) else parameters[name])
+            for name in sorted(parameters)}
 
 
 class MonitoringLog:
