@@ -25,6 +25,12 @@ async def main(selected: set[str], repeats: int) -> None:
     if not selected or "e2e" in selected:
         url = await common.scratch_database("orch_bench_e2e")
         results.append(await pipeline_bench.run_e2e(url))
+    # provider ranking (issue 4): selection + built-in ranking for one request
+    if not selected or "ranking" in selected:
+        from bench import ranking_bench
+
+        url = await common.scratch_database("orch_bench_ranking")
+        results += await ranking_bench.run_rank(url, repeats)
     print(f"machine: {common.machine()}")
     common.print_table(results)
     common.save(results)

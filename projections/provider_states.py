@@ -16,7 +16,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
-from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, Table, Text, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -112,11 +122,14 @@ async def stream_versions(conn: AsyncConnection, version: int) -> tuple[dict[str
                                                                          dict[str, int]]:
     """Per provider, the stream version of its folded state and of its usage."""
     providers, usage = versioned_tables(projection, version)
-    found: list[dict[str, int]] = []
-    for table in (providers, usage):
-        rows = await conn.execute(select(table.c.provider_id, table.c.stream_version))
-        found.append({r.provider_id: r.stream_version for r in rows})
-    return found[0], found[1]
+    both = union_all(
+        select(literal(False).label("usage"), providers.c.provider_id,
+               providers.c.stream_version),
+        select(literal(True).label("usage"), usage.c.provider_id, usage.c.stream_version))
+    found: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    for row in await conn.execute(both):
+        found[1 if row.usage else 0][row.provider_id] = row.stream_version
+    return found
 
 
 async def provider_states(conn: AsyncConnection, version: int,

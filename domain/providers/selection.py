@@ -56,6 +56,7 @@ the order does not depend on float noise.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -652,14 +653,7 @@ def _evaluate(
 
     flavours: list[FlavourChoice] = []
     for group in groups:
-        flavor = next(
-            (
-                f
-                for f in (catalogue.flavors if catalogue is not None else ())
-                if visible_to(f, project) and _fits(group, f)
-            ),
-            None,
-        )
+        flavor = _first_fitting(catalogue, group, project)
         if flavor is None:
             return reject(
                 RejectionReason.NO_FLAVOR,
@@ -852,6 +846,38 @@ _MIB_IN_MB = 1.048576
 _GIB_IN_GB = 1.073741824
 
 
+def _first_fitting(
+    catalogue: RegionCatalogue | None, group: _NodeGroup, project: str
+) -> Flavor | None:
+    """The first flavour, in the catalogue's order, visible to ``project`` that fits.
+
+    The flavours are sorted by (gpus, vcpus, ...): within each GPU count, those with fewer
+    vCPUs than needed cannot fit and are skipped by bisection (same answer as a linear scan).
+    """
+    if catalogue is None:
+        return None
+    flavors = catalogue.flavors
+    if group.instance_type is not None or not group.vcpus:
+        return next((f for f in flavors if visible_to(f, project) and _fits(group, f)), None)
+    start, count = 0, len(flavors)
+    while start < count:
+        end = bisect.bisect_right(flavors, flavors[start].gpus, lo=start, key=_gpus_of)
+        first = bisect.bisect_left(flavors, group.vcpus, lo=start, hi=end, key=_vcpus_of)
+        for flavor in flavors[first:end]:
+            if visible_to(flavor, project) and _fits(group, flavor):
+                return flavor
+        start = end
+    return None
+
+
+def _gpus_of(flavor: Flavor) -> int:
+    return flavor.gpus
+
+
+def _vcpus_of(flavor: Flavor) -> int:
+    return flavor.vcpus
+
+
 def _fits(group: _NodeGroup, flavor: Flavor) -> bool:
     if group.instance_type is not None:
         return flavor.name.casefold() == group.instance_type.casefold()
@@ -901,19 +927,33 @@ def _best_image(
 ) -> Image | None:
     if catalogue is None:
         return None
-    if os_request.image is None and os_request.distribution and os_request.version:
-        key = (os_request.distribution.casefold(), os_request.version.casefold())
+    # The (distribution, version) index already matched those two: only the other fields
+    # (type, architecture) need checking; one pass keeps the newest (the hot loop of a
+    # ranking over a large federation).
+    indexed = os_request.image is None and bool(os_request.distribution and os_request.version)
+    if indexed:
+        key = (os_request.distribution.casefold(), os_request.version.casefold())  # type: ignore[union-attr]
         pool: Iterable[Image] = catalogue.images_by_os.get(key, ())
+        check = os_request.type is not None or os_request.architecture is not None
     else:
         pool = catalogue.images
-    matching = [i for i in pool if visible_to(i, project) and _image_matches(os_request, i)]
-    if not matching:
-        return None
-    # the newest image wins, as in the dashboard; then a stable key
-    return max(
-        matching,
-        key=lambda i: (i.created_at.timestamp() if i.created_at else 0.0, i.name, i.uuid),
-    )
+        check = True
+    best: Image | None = None
+    best_key: tuple[float, str, str] = (0.0, "", "")
+    for image in pool:
+        if not (image.is_shared or project in image.projects):  # visible_to, inlined
+            continue
+        if check and not _image_matches(os_request, image):
+            continue
+        # the newest image wins, as in the dashboard; then a stable key
+        image_key = (
+            image.created_at.timestamp() if image.created_at else 0.0,
+            image.name,
+            image.uuid,
+        )
+        if best is None or image_key > best_key:
+            best, best_key = image, image_key
+    return best
 
 
 def _image_matches(os_request: OsRequest, image: Image) -> bool:
