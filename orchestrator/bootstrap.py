@@ -48,6 +48,23 @@ from api.legacy.routes import ROUTE_HANDLERS as LEGACY_ROUTE_HANDLERS
 from api.legacy.routes import app_state as legacy_app_state
 from api.legacy.shapes import deployment_json  # issue 5 supporting
 from api.operations import Operations
+# ---- provider ingestion and read models (issue 4, part A)
+from api.providers.ingestion import ProviderIngestion
+from api.providers.ports import (
+    FlavorRow,
+    ImageRow,
+    ProviderRow,
+    ProvidersApi,
+    QuotaRow,
+    ScopeRow,
+    SiteRow,
+)
+from api.providers.routes import ROUTE_HANDLERS as PROVIDER_ROUTE_HANDLERS
+from api.providers.routes import app_state as providers_app_state
+from handlers.feeder_ingest import FeederConsumer
+from projections import provider_capacity as provider_capacity_view
+from projections import provider_catalogue as provider_catalogue_view
+# ---- end provider ingestion and read models
 from domain.deployments import EVENT_TYPES as DEPLOYMENT_EVENT_TYPES
 from domain.deployments import SCHEMA_VERSIONS as DEPLOYMENT_SCHEMA_VERSIONS
 from domain.deployments import stream_id  # issue 5 supporting
@@ -97,6 +114,9 @@ PROJECTIONS: list[tuple[Projection, list[str]]] = [
     (event_counts_projection, CATEGORIES),
     (deployments_view.projection, ["deployment"]),
     (resources_view.projection, ["deployment"]),
+    # provider ingestion (issue 4, A): the scheduling-first catalogue, capacity
+    (provider_catalogue_view.projection, ["provider"]),
+    (provider_capacity_view.projection, ["provider", "quotausage"]),
     (replications_view.projection, ["replication"]),  # data management (issue 6)
     (statistics_projection, ["deployment"]),  # usage statistics (issue 7)
 ]
@@ -252,6 +272,75 @@ def rucio_client(settings: Settings) -> RucioClient | None:
         raise SystemExit(f"cannot read ORCH_RUCIO_PASSWORD_FILE: {error.strerror}") from None
     return RucioClient(settings.rucio_url, account=settings.rucio_account,
                        username=settings.rucio_username, password=password)
+
+
+# ---------------------------------------------------------------- provider reads (issue 4, A)
+
+
+class ProviderReadsReader:
+    """api.providers.ports.ProviderReadModel over the live builds of the provider_catalogue
+    and provider_capacity projections (also the Feeder consumer's ProviderDirectory)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.catalogue = LiveVersion(provider_catalogue_view.NAME)
+        self.capacity = LiveVersion(provider_capacity_view.NAME)
+
+    async def _catalogue(self, query: Callable[..., Any], **arguments: Any) -> list[Any]:
+        async with self.engine.connect() as conn:
+            version = await self.catalogue.get(conn)
+            return [] if version is None else list(await query(conn, version, **arguments))
+
+    async def providers(self) -> list[ProviderRow]:
+        rows = await self._catalogue(provider_catalogue_view.list_providers)
+        return [msgspec.convert(r, ProviderRow) for r in rows]
+
+    async def provider(self, provider_id: str) -> ProviderRow | None:
+        rows = await self._catalogue(provider_catalogue_view.list_providers,
+                                     provider_id=provider_id)
+        return msgspec.convert(rows[0], ProviderRow) if rows else None
+
+    async def sites(self, *, issuer: str, group: str) -> list[SiteRow]:
+        rows = await self._catalogue(provider_catalogue_view.list_sites, issuer=issuer,
+                                     group=group)
+        return [msgspec.convert(r, SiteRow) for r in rows]
+
+    async def flavors(self, *, provider_id: str, region: str,
+                      project_id: str) -> list[FlavorRow]:
+        rows = await self._catalogue(provider_catalogue_view.site_items, kind="flavors",
+                                     provider_id=provider_id, region=region,
+                                     project_id=project_id)
+        return [msgspec.convert(r, FlavorRow) for r in rows]
+
+    async def images(self, *, provider_id: str, region: str,
+                     project_id: str) -> list[ImageRow]:
+        rows = await self._catalogue(provider_catalogue_view.site_items, kind="images",
+                                     provider_id=provider_id, region=region,
+                                     project_id=project_id)
+        return [msgspec.convert(r, ImageRow) for r in rows]
+
+    async def scopes(self, *, provider_id: str, region: str | None = None) -> list[ScopeRow]:
+        rows = await self._catalogue(provider_catalogue_view.list_scopes,
+                                     provider_id=provider_id, region=region)
+        return [msgspec.convert(r, ScopeRow) for r in rows]
+
+    async def quotas(self, *, provider_id: str, region: str | None = None,
+                     project_id: str | None = None) -> list[QuotaRow]:
+        async with self.engine.connect() as conn:
+            version = await self.capacity.get(conn)
+            if version is None:
+                return []
+            rows = await provider_capacity_view.site_capacity(
+                conn, version, provider_id=provider_id, region=region, project_id=project_id)
+        return [msgspec.convert(r, QuotaRow) for r in rows]
+
+    async def provider_for_registry_name(self, name: str, provider_type: str) -> str | None:
+        async with self.engine.connect() as conn:
+            version = await self.catalogue.get(conn)
+            if version is None:
+                return None
+            return await provider_catalogue_view.provider_for_registry_name(
+                conn, version, name, provider_type)
 
 
 # ---------------------------------------------------------------- TOSCA
@@ -581,13 +670,18 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
                # statistics and audit ports (issue 7)
                "statistics_reader": StatisticsReader(engine),
                "audit_log": AuditLog(store, engine, registry, _projection_named)},
-        route_handlers=[EventCountsController, *LEGACY_ROUTE_HANDLERS,
+        route_handlers=[EventCountsController, *PROVIDER_ROUTE_HANDLERS,  # providers: issue 4, A
+                        *LEGACY_ROUTE_HANDLERS,
                         # statistics and audit (issue 7)
                         AdminStatisticsController, UserStatisticsController, AuditController,
                         *AUDIT_ROUTE_HANDLERS,
                         *DATA_ROUTE_HANDLERS],  # /data/replications (issue 6)
         state={**legacy_app_state(legacy), **data_app_state(data_api)},  # data: issue 6
     ), base_path=settings.api_base_path)
+    # provider ingestion and reads (issue 4, A): their controllers' state
+    app.state.update(providers_app_state(ProvidersApi(
+        reads=ProviderReadsReader(engine), ingestion=ProviderIngestion(store, registry),
+        authenticator=authenticator, auth_settings=settings.auth)))
     system = System(settings=settings, pool=pool, engine=engine, store=store, registry=registry,
                     commands=commands, relay=relay, metrics=metrics, app=app, legacy=legacy,
                     authenticator=authenticator, authorizer=authorizer, validator=own_validator,
@@ -637,6 +731,12 @@ async def start_components(system: System, stop: asyncio.Event,
             bootstrap_servers=settings.kafka_bootstrap,
             topics=topics_for(settings.topic_prefix, categories), registry=system.registry,
             settings=consumer), name=f"projection:{projection.NAME}"))
+    if settings.feeder_topic:  # provider ingestion (issue 4, A): the Feeder's topic
+        feeder = FeederConsumer(
+            ProviderIngestion(system.store, system.registry), engine=system.engine,
+            bootstrap_servers=settings.kafka_bootstrap, topic=settings.feeder_topic,
+            settings=consumer, directory=ProviderReadsReader(system.engine))
+        system.tasks.append(asyncio.create_task(feeder.run(stop), name="feeder-ingest"))
     for handler, categories in [*HANDLERS, *system.handlers]:
         runner = HandlerRunner(
             handler, engine=system.engine, bootstrap_servers=settings.kafka_bootstrap,

@@ -29,6 +29,8 @@ Variables (default in brackets):
 - ORCH_CONFIGURATION [{}]: JSON object of strings added to GET /configuration.
 - ORCH_TOSCA_WORKERS [2]: TOSCA validator processes, started on the first validation.
 - ORCH_TOSCA_TYPES_DIR [../shared/tosca]: TOSCA type files (read by tosca/).
+- ORCH_FEEDER_TOPIC [unset: no consumer]: the Federation-Registry-Feeder's Kafka topic
+  (e.g. federation-registry-feeder), consumed into provider observations (issue 4).
 - ORCH_CREDENTIAL_KEYS [unset: user credentials are not kept, work needing them fails]:
   AES-GCM keys of the credential store, `keyid:base64key,...` (16/24/32-byte keys); the
   first seals, all of them open (rotation: put the new key first, keep the old ones).
@@ -160,6 +162,8 @@ class Settings(msgspec.Struct, kw_only=True):
     configuration: dict[str, str] = msgspec.field(default_factory=dict)
     # TOSCA validator worker processes (started on the first validation).
     tosca_workers: int = 2
+    # Provider ingestion (issue 4): the Feeder's topic (external, not one of ours).
+    feeder_topic: str | None = None
     # --- credential store, callbacks, stuck deployments (handlers/credentials.py,
     # callbacks.py, stuck_sweeper.py) ---
     credential_keys: str | None = None  # secret: never log Settings
@@ -203,6 +207,7 @@ class Settings(msgspec.Struct, kw_only=True):
             trust_forwarded_headers=_flag("ORCH_TRUST_FORWARDED_HEADERS", True),
             configuration=_configuration_from_env(),
             tosca_workers=int(env("ORCH_TOSCA_WORKERS", "2") or 2),
+            feeder_topic=env("ORCH_FEEDER_TOPIC"),  # provider ingestion (issue 4)
             # --- credential store, callbacks, stuck deployments ---
             credential_keys=env("ORCH_CREDENTIAL_KEYS"),
             oidc_client_id=env("ORCH_OIDC_CLIENT_ID"),

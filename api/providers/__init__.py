@@ -1,0 +1,1 @@
+"""Provider ingestion (admin) and the provider read models' endpoints."""
