@@ -133,6 +133,7 @@ class RucioReplicator:
         dep.event_tag(dep.DeploymentRequested),
         dep.event_tag(dep.DeploymentDeletionRequested),
         dep.event_tag(dep.DeploymentDeleted),
+        dep.event_tag(dep.DeploymentRetryRequested),
         *rep.EVENT_TYPES_BY_TAG,
     })
 
@@ -353,6 +354,9 @@ class RucioReplicator:
                 await self._request_for_deployment(event, decoded)
             case dep.DeploymentDeletionRequested() | dep.DeploymentDeleted():
                 await self._cancel_for_deployment(event, decoded.deployment_id)
+            case dep.DeploymentRetryRequested():
+                # A retried create still waits for its data: tell it where the data stands.
+                await self._report_deployment(event, decoded.deployment_id)
             case rep.ReplicationEvent():
                 self.ensure_driven(decoded.replication_id)
                 if isinstance(decoded, rep.ReplicationStateObserved | rep.ReplicationFailed
@@ -395,9 +399,13 @@ class RucioReplicator:
     async def _report_to_deployment(self, event: RecordedEvent, replication_id: str) -> None:
         replication, _ = await self.commands.load(rep.replication_stream(replication_id),
                                                   REPLICATION_DECIDER)
-        deployment_id = replication.deployment_id
-        if deployment_id is None or not replication.wait:
+        if replication.deployment_id is None or not replication.wait:
             return
+        await self._report_deployment(event, replication.deployment_id)
+
+    async def _report_deployment(self, event: RecordedEvent, deployment_id: str) -> None:
+        """Data ready (every waited-for replication OK) or failed (one of them STUCK, failed
+        or cancelled): tell the deployment, if it still waits."""
         deployment, _ = await self.commands.load(dep.stream_id(deployment_id),
                                                  DEPLOYMENT_DECIDER)
         if (not deployment.awaiting_data

@@ -61,7 +61,8 @@ async def test_a_deployment_waits_for_its_data_then_is_released(
 
 async def test_a_stuck_rule_fails_the_deployment_with_a_reason(
         data: DataHarness, fx_rucio: RucioClient, fx_scenario: Scenario) -> None:
-    deployment_id = await data.create_deployment(actor_of(data.user()), requirement(fx_scenario))
+    owner = actor_of(data.user())
+    deployment_id = await data.create_deployment(owner, requirement(fx_scenario))
     replication_id = rep.requirement_replication_id(deployment_id, 0)
     state = await data.wait_replication(replication_id, "rule created",
                                         lambda s: s.exists and s.current_generation.has_rules)
@@ -74,6 +75,14 @@ async def test_a_stuck_rule_fails_the_deployment_with_a_reason(
     assert failed.status_reason is not None
     assert "STUCK" in failed.status_reason and rule_id in failed.status_reason
     assert "data_ready" not in " ".join(await data.event_types(dep.stream_id(deployment_id)))
+
+    # A retry still waits for the same data: with the rule still STUCK it fails again.
+    await data.run(dep.stream_id(deployment_id), DEPLOYMENT_DECIDER,
+                   dep.RetryDeployment(deployment_id=deployment_id, actor=owner))
+    again = await data.wait_deployment(
+        deployment_id, "failed again",
+        lambda s: s.operation == 2 and s.status is dep.DeploymentStatus.CREATE_FAILED)
+    assert again.status_reason is not None and rule_id in again.status_reason
 
 
 async def test_deleting_the_deployment_removes_its_rule(
