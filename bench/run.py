@@ -31,6 +31,12 @@ async def main(selected: set[str], repeats: int) -> None:
 
         url = await common.scratch_database("orch_bench_ranking")
         results += await ranking_bench.run_rank(url, repeats)
+    # IM deployer (issue 5): 200 concurrent creates through the system against the real IM
+    if not selected or "im" in selected:
+        from bench import im_bench
+
+        url = await common.scratch_database("orch_bench_im")
+        results += await im_bench.run_im(url)
     print(f"machine: {common.machine()}")
     common.print_table(results)
     common.save(results)
