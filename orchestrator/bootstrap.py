@@ -675,7 +675,8 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
                         # statistics and audit (issue 7)
                         AdminStatisticsController, UserStatisticsController, AuditController,
                         *AUDIT_ROUTE_HANDLERS,
-                        *DATA_ROUTE_HANDLERS],  # /data/replications (issue 6)
+                        # /data/replications (issue 6), only when a Rucio is configured
+                        *(DATA_ROUTE_HANDLERS if rucio is not None else [])],
         state={**legacy_app_state(legacy), **data_app_state(data_api)},  # data: issue 6
     ), base_path=settings.api_base_path)
     # provider ingestion and reads (issue 4, A): their controllers' state
