@@ -659,6 +659,7 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
     replications_reader = ReplicationsReader(engine)
     rucio = rucio_client(settings)
     data_api = DataApi(replications=replications_reader, rucio_configured=rucio is not None)
+    legacy.settings.accepts_data_requirements = rucio is not None
     replicator = None if rucio is None else RucioReplicator(
         commands, rucio, replications_reader,
         follow=FollowPolicy(initial=settings.rucio_poll_initial_s,

@@ -140,6 +140,9 @@ class DeploymentsController(Controller):
         if not data.template or not data.template.strip():
             raise ApiError(400, "template: the TOSCA template is required")
         group = common.create_group(principal, data.userGroup, legacy)
+        if data.dataRequirements and not legacy.settings.accepts_data_requirements:  # issue 6
+            raise ApiError(400, "dataRequirements: data management is not configured on this "
+                                "orchestrator (no Rucio server)")
         parameters = data.parameters or {}
         identity, resources = await common.validated(legacy, data.template, parameters)
         key = request.headers.get("idempotency-key")

@@ -189,6 +189,9 @@ class LegacySettings(msgspec.Struct, kw_only=True):
     trust_forwarded_headers: bool = True
     default_page_size: int = 10
     max_page_size: int = 2000
+    # POST /deployments may carry dataRequirements only when a Rucio replicator runs
+    # (issue 6); otherwise such a deployment would wait for data forever.
+    accepts_data_requirements: bool = True
 
 
 def uuid7() -> str:
