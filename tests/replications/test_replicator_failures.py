@@ -18,6 +18,7 @@ from domain.identity import Actor
 from handlers.rucio_client import Did, RucioClient
 from handlers.rucio_replicator import FollowPolicy, RucioReplicator
 from orchestrator.bootstrap import ReplicationsReader
+from tests.api.support import TEMPLATE
 from tests.http_server import free_port, serve
 from tests.replications.support import REPLICATION_DECIDER, DataHarness
 from tests.rucio.conftest import RucioPeer, Scenario
@@ -184,3 +185,16 @@ async def test_a_restarted_replicator_resumes_unsettled_replications(
         stop.set()
         await running
     assert state.status is rep.ReplicationStatus.REPLICATING
+
+
+async def test_without_rucio_data_requirements_are_refused_and_data_routes_absent(
+        bare: DataHarness) -> None:
+    alice = bare.user()
+    refused = await bare.request("POST", "/deployments", alice, json={
+        "template": TEMPLATE, "userGroup": "g1",
+        "dataRequirements": [{"dids": ["s:a"], "rseExpression": "X"}]})
+    assert refused.status_code == 400
+    assert refused.json()["message"].startswith("dataRequirements: data management is not "
+                                                "configured")
+    absent = await bare.request("GET", "/data/replications", alice)
+    assert absent.status_code == 404
