@@ -7,6 +7,7 @@ from datetime import datetime
 
 import msgspec
 from litestar import Controller, get
+from litestar.di import NamedDependency
 
 
 class EventCountView(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -25,7 +26,7 @@ class EventCountsController(Controller):
     tags = ["log"]
 
     @get("/", operation_id="listEventCounts")
-    async def list_event_counts(self, event_counts_reader: EventCountsReader
+    async def list_event_counts(self, event_counts_reader: NamedDependency[EventCountsReader]
                                 ) -> list[EventCountView]:
         """Events in the log per category and type, from the `event_counts` projection."""
         return await event_counts_reader()

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from litestar import Controller, MediaType, Response, get
+from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 Probe = Callable[[], Awaitable[dict[str, object]]]
@@ -31,7 +32,7 @@ class OperationsController(Controller):
         return {"status": "ok"}
 
     @get("/readyz", operation_id="readyz", media_type=MediaType.JSON)
-    async def readyz(self, operations: Operations) -> Response[dict[str, object]]:
+    async def readyz(self, operations: NamedDependency[Operations]) -> Response[dict[str, object]]:
         """Postgres and Kafka reachable, and how far the relay lags behind the log."""
         checks: dict[str, object] = {}
         ready = True
@@ -45,7 +46,7 @@ class OperationsController(Controller):
                         status_code=200 if ready else 503)
 
     @get("/metrics", operation_id="metrics", media_type=CONTENT_TYPE_LATEST)
-    async def metrics(self, operations: Operations) -> Response[bytes]:
+    async def metrics(self, operations: NamedDependency[Operations]) -> Response[bytes]:
         """Prometheus text exposition."""
         await operations.refresh_metrics()
         return Response(generate_latest(operations.metrics_registry),

@@ -23,6 +23,7 @@ import uvicorn
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 from litestar import Litestar
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from api.admin.audit import AuditController  # issue 7
@@ -74,18 +75,25 @@ from eventstore.command_service import CommandService
 from eventstore.consumers import (
     ConsumerSettings,
     HandlerRunner,
+    projection_consumer,
     run_live_projection,
     topics_for,
 )
 from eventstore.dead_letters import Handler
-from eventstore.projection import Projection, ProjectionVersions, live_version
+from eventstore.projection import Projection, ProjectionVersions, live_version, versioned_tables
 from eventstore.rebuild import rebuild
 from eventstore.registry import EventRegistry
-from eventstore.relay import KafkaRelay, ensure_topics, relay_lag
+from eventstore.relay import KafkaRelay, ensure_topics, partition_for, relay_lag
 from eventstore.store import EventStore, create_pool
 from handlers import callbacks, credentials, monitoring_log, stuck_sweeper  # issue 5 supporting
 from orchestrator.audit_wiring import AuditLog, StatisticsReader  # issue 7
 from orchestrator.metrics import Metrics
+from orchestrator.read_your_writes import (
+    RecordingCommandService,
+    WrittenVersions,
+    consumer_reached,
+    event_log_position,
+)
 # --- data management (issue 6) ---
 from api.data.ports import DataApi, ReplicationView
 from api.data.replications import ROUTE_HANDLERS as DATA_ROUTE_HANDLERS
@@ -153,18 +161,39 @@ class LiveVersion:
 
 
 class DeploymentsReader:
-    """The API's DeploymentReadModel over the live build of the deployments projection."""
+    """The API's DeploymentReadModel over the live build of the deployments projection.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    With ``written`` (read-your-writes, orchestrator/read_your_writes.py) a read of a
+    deployment this process just changed waits, bounded, until its row shows the change."""
+
+    def __init__(self, engine: AsyncEngine, written: WrittenVersions | None = None) -> None:
         self.engine = engine
         self.live = LiveVersion(deployments_view.NAME)
+        self.written = written
+
+    async def _row(self, conn: AsyncConnection, version: int,
+                   deployment_id: str) -> dict[str, Any] | None:
+        write = (self.written.pending(deployments_view.NAME, deployment_id)
+                 if self.written is not None else None)
+        if write is None or self.written is None:
+            return await deployments_view.get_deployment(conn, version, deployment_id)
+        written = self.written
+
+        async def check() -> tuple[bool, dict[str, Any] | None]:
+            row = await deployments_view.get_deployment(conn, version, deployment_id)
+            shown = row is not None and row["stream_version"] >= write.version
+            if shown and row is not None:
+                written.seen(deployments_view.NAME, deployment_id, row["stream_version"])
+            return shown, row
+
+        return await written.wait(check)
 
     async def get(self, deployment_id: str) -> DeploymentView | None:
         async with self.engine.connect() as conn:
             version = await self.live.get(conn)
             if version is None:
                 return None
-            row = await deployments_view.get_deployment(conn, version, deployment_id)
+            row = await self._row(conn, version, deployment_id)
         return msgspec.convert(row, DeploymentView) if row is not None else None
 
     async def details(self, deployment_id: str) -> DeploymentDetails | None:
@@ -172,6 +201,7 @@ class DeploymentsReader:
             version = await self.live.get(conn)
             if version is None:
                 return None
+            await self._row(conn, version, deployment_id)  # same transaction as the details
             row = await deployments_view.get_deployment_details(conn, version, deployment_id)
         return msgspec.convert(row, DeploymentDetails) if row is not None else None
 
@@ -181,22 +211,80 @@ class DeploymentsReader:
             version = await self.live.get(conn)
             if version is None:
                 return [], 0
+            if self.written is not None:
+                await self._wait_for_owner(conn, version, query)
             rows, total = await deployments_view.list_deployments(conn, version, **arguments)
         return [msgspec.convert(row, DeploymentView) for row in rows], total
 
+    async def _wait_for_owner(self, conn: AsyncConnection, version: int,
+                              query: DeploymentQuery) -> None:
+        """Until the listed owner's recent writes by this process are in the view."""
+        assert self.written is not None
+        written = self.written
+        pending = written.pending_of_owner(deployments_view.NAME, query.owner_issuer,
+                                           query.owner_subject)
+        if not pending:
+            return
+        main = versioned_tables(deployments_view.projection, version)[0]
+
+        async def check() -> tuple[bool, None]:
+            rows = await conn.execute(select(main.c.id, main.c.stream_version)
+                                      .where(main.c.id.in_(list(pending))))
+            for row in rows:
+                if row.stream_version >= pending[row.id]:
+                    written.seen(deployments_view.NAME, row.id, row.stream_version)
+                    del pending[row.id]
+            return not pending, None
+
+        await written.wait(check)
+
 
 class ResourcesReader:
-    """The API's ResourceReadModel over the live build of the resources projection."""
+    """The API's ResourceReadModel over the live build of the resources projection.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    With ``written``, a read of a deployment this process just changed waits, bounded,
+    until the resources consumer has passed the write's log position on the deployment
+    stream's partition (``topic``, ``partitions``: where the relay publishes it)."""
+
+    def __init__(self, engine: AsyncEngine, written: WrittenVersions | None = None, *,
+                 topic: str = "", partitions: int = 1) -> None:
         self.engine = engine
         self.live = LiveVersion(resources_view.NAME)
+        self.written = written
+        self.topic = topic
+        self.partitions = partitions
+
+    async def _caught_up(self, conn: AsyncConnection, version: int,
+                         deployment_id: str) -> None:
+        write = (self.written.pending(resources_view.NAME, deployment_id)
+                 if self.written is not None else None)
+        if write is None or self.written is None:
+            return
+        written = self.written
+        if write.log_position is None:
+            write.log_position = await event_log_position(conn, write.stream_id,
+                                                          write.version)
+        log_position = write.log_position
+        if log_position is None:
+            return
+        consumer = projection_consumer(resources_view.NAME, version)
+        partition = partition_for(write.stream_id, self.partitions)
+
+        async def check() -> tuple[bool, None]:
+            reached = await consumer_reached(conn, consumer, self.topic, partition,
+                                             log_position)
+            if reached:
+                written.seen(resources_view.NAME, deployment_id, write.version)
+            return reached, None
+
+        await written.wait(check)
 
     async def get(self, deployment_id: str, resource_id: str) -> ResourceView | None:
         async with self.engine.connect() as conn:
             version = await self.live.get(conn)
             if version is None:
                 return None
+            await self._caught_up(conn, version, deployment_id)
             row = await resources_view.get_resource(conn, version, deployment_id, resource_id)
         return msgspec.convert(row, ResourceView) if row is not None else None
 
@@ -207,6 +295,7 @@ class ResourcesReader:
             version = await self.live.get(conn)
             if version is None:
                 return [], 0
+            await self._caught_up(conn, version, deployment_id)
             rows, total = await resources_view.list_resources(
                 conn, version, deployment_id, node_types=node_types, sort=sort, offset=offset,
                 limit=limit)
@@ -568,7 +657,9 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
                                  max_overflow=10)
     store = EventStore(pool)
     registry = event_registry()
-    commands = CommandService(store, registry)
+    # Read-your-writes: the command service remembers this process's deployment writes.
+    written = WrittenVersions()
+    commands = RecordingCommandService(store, registry, written=written)
     relay = KafkaRelay(store, bootstrap=settings.kafka_bootstrap,
                        topic_prefix=settings.topic_prefix, partitions=settings.topic_partitions)
     metrics = Metrics()
@@ -640,8 +731,10 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
         configuration["orchestrator_url"] = (
             f"http://{settings.api_host}:{settings.api_port}{settings.api_base_path}")
     legacy = LegacyApi(
-        deployments=DeploymentsReader(engine),
-        resources=ResourcesReader(engine),
+        deployments=DeploymentsReader(engine, written),
+        resources=ResourcesReader(
+            engine, written, topic=topics_for(settings.topic_prefix, ["deployment"])[0],
+            partitions=settings.topic_partitions),
         commands=commands,
         authenticator=authenticator,
         auth_settings=settings.auth,

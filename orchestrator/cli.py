@@ -10,14 +10,18 @@ import sys
 import time
 from typing import Any
 
+import httpx
+import msgspec
+
+from api.auth import TrustedIssuer
 from eventstore.audit import export_log, verify_log
 from eventstore.consumers import topics_for
 from eventstore.dead_letters import list_dead_letters, retry_dead_letters
 from eventstore.rebuild import RebuildInProgress, RebuildProgress, rebuild
 from eventstore.records import UnknownEventType
 from eventstore.relay import ensure_topics
-from orchestrator import bootstrap, logs, migrate
-from orchestrator.settings import Settings
+from orchestrator import bootstrap, dev_issuer, logs, migrate
+from orchestrator.settings import Settings, env
 
 
 class ProgressBar:
@@ -53,12 +57,18 @@ def _clock(seconds: float) -> str:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     await asyncio.to_thread(migrate.upgrade, settings.database_url)
+    dev = _start_dev_issuer(settings)  # development OIDC issuer (ORCH_DEV_ISSUER=1 only)
+    if dev is not None:
+        settings = dev[1]
     system = await bootstrap.build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if dev is not None:
+            print(f"Development OIDC issuer on {dev[0].issuer} (trusted; tokens: "
+                  f"orchestrator dev-token --sub alice --groups g1)", flush=True)
         if args.demo_data:
             from orchestrator import demo
 
@@ -68,6 +78,41 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         await bootstrap.run(system, stop)
     finally:
         await system.close()
+        if dev is not None:
+            dev[0].stop()
+    return 0
+
+
+# ---- development OIDC issuer (orchestrator/dev_issuer.py): never on by default -------------
+
+
+def _start_dev_issuer(settings: Settings) -> tuple[dev_issuer.DevIssuer, Settings] | None:
+    """With ORCH_DEV_ISSUER=1: the issuer on loopback, trusted besides the configured ones."""
+    if (env("ORCH_DEV_ISSUER", "") or "").strip().lower() not in ("1", "true", "yes", "on"):
+        return None
+    if not dev_issuer.is_loopback(settings.api_host):
+        raise SystemExit("ORCH_DEV_ISSUER is for development on loopback only; the API "
+                         f"listens on {settings.api_host}")
+    port = int(env("ORCH_DEV_ISSUER_PORT", str(dev_issuer.DEFAULT_PORT)) or 0)
+    issuer = dev_issuer.DevIssuer(port).start()
+    trusted = TrustedIssuer(issuer=issuer.issuer, audience=None,
+                            admin_group=dev_issuer.DEV_ADMIN_GROUP)
+    auth = msgspec.structs.replace(settings.auth, issuers=(*settings.auth.issuers, trusted))
+    return issuer, msgspec.structs.replace(settings, auth=auth)
+
+
+def _dev_token(args: argparse.Namespace) -> int:
+    port = int(env("ORCH_DEV_ISSUER_PORT", str(dev_issuer.DEFAULT_PORT)) or 0)
+    groups = [g for part in args.groups for g in part.split(",") if g]
+    if args.admin:
+        groups.append(dev_issuer.DEV_ADMIN_GROUP)
+    try:
+        print(dev_issuer.request_token(port, args.sub, groups=groups, scope=args.scope,
+                                       lifetime_s=args.lifetime))
+    except (OSError, RuntimeError, httpx.HTTPError) as error:
+        print(f"orchestrator dev-token: no development issuer answered on 127.0.0.1:{port} "
+              f"(start the server with ORCH_DEV_ISSUER=1): {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -210,11 +255,25 @@ def parser() -> argparse.ArgumentParser:
     replay_cmd.add_argument("--position", type=int,
                             help="up to the event at this global log position")
     replay_cmd.add_argument("--until", help="up to this time (RFC 3339)")
+    # ---- development OIDC issuer
+    token = commands.add_parser(
+        "dev-token", help="a token from the development issuer (server run with "
+                          "ORCH_DEV_ISSUER=1)")
+    token.add_argument("--sub", default="alice", help="subject (default alice)")
+    token.add_argument("--groups", action="append", default=[],
+                       help="group(s), comma-separated or repeated")
+    token.add_argument("--admin", action="store_true",
+                       help=f"add the admin group {dev_issuer.DEV_ADMIN_GROUP}")
+    token.add_argument("--scope", default=dev_issuer.DEFAULT_SCOPE)
+    token.add_argument("--lifetime", type=int, default=dev_issuer.DEFAULT_LIFETIME_S,
+                       help="seconds (default 3600)")
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "dev-token":  # needs no database: asks the running dev issuer
+        return _dev_token(args)
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     if args.command == "migrate":
