@@ -86,6 +86,8 @@ from eventstore.registry import EventRegistry
 from eventstore.relay import KafkaRelay, ensure_topics, partition_for, relay_lag
 from eventstore.store import EventStore, create_pool
 from handlers import callbacks, credentials, monitoring_log, stuck_sweeper  # issue 5 supporting
+from handlers.im_deployer import ImDeployer, ImDeployerInfo, ImDeployerSettings  # issue 5
+from handlers.site_config import SitesFile  # issue 5
 from orchestrator.audit_wiring import AuditLog, StatisticsReader  # issue 7
 from orchestrator.metrics import Metrics
 from orchestrator.read_your_writes import (
@@ -730,6 +732,16 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
     if not configuration["orchestrator_url"]:
         configuration["orchestrator_url"] = (
             f"http://{settings.api_host}:{settings.api_port}{settings.api_base_path}")
+    # ---- IM deployer (issue 5): runs when a sites file is configured; serves /extrainfo.
+    im_deployer: ImDeployer | None = None
+    if settings.im_sites_file:
+        im_sites = SitesFile(settings.im_sites_file)
+        im_deployer = ImDeployer(
+            commands=commands, sites=im_sites.catalog,
+            credentials=user_credentials,  # the credential store's UserCredentials port
+            settings=ImDeployerSettings(instance=settings.topic_prefix))
+        deployer_info = deployer_info or ImDeployerInfo(im_deployer)
+    # ---- end IM deployer
     legacy = LegacyApi(
         deployments=DeploymentsReader(engine, written),
         resources=ResourcesReader(
@@ -782,6 +794,8 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
                     authenticator=authenticator, authorizer=authorizer, validator=own_validator,
                     handlers=list(supporting_handlers), sweeper=sweeper,
                     user_credentials=user_credentials)  # issue 5 supporting
+    if im_deployer is not None:  # IM deployer (issue 5)
+        system.handlers.append((im_deployer, ["deployment"]))
     if replicator is not None:  # data management (issue 6)
         system.rucio = rucio
         system.handlers.append((replicator, ["deployment", "replication"]))
@@ -838,6 +852,11 @@ async def start_components(system: System, stop: asyncio.Event,
             topics=topics_for(settings.topic_prefix, categories), registry=system.registry,
             settings=consumer)
         system.tasks.append(asyncio.create_task(runner.run(stop), name=f"handler:{handler.NAME}"))
+        # Handlers with background work of their own (IM deployer: resumption, orphans).
+        background = getattr(handler, "run_background", None)
+        if background is not None:
+            system.tasks.append(asyncio.create_task(background(stop),
+                                                    name=f"background:{handler.NAME}"))
     if system.sweeper is not None:  # issue 5 supporting: stuck deployments
         system.tasks.append(asyncio.create_task(system.sweeper.run(stop), name="stuck-sweeper"))
 

@@ -29,6 +29,8 @@ Variables (default in brackets):
 - ORCH_CONFIGURATION [{}]: JSON object of strings added to GET /configuration.
 - ORCH_TOSCA_WORKERS [2]: TOSCA validator processes, started on the first validation.
 - ORCH_TOSCA_TYPES_DIR [../shared/tosca]: TOSCA type files (read by tosca/).
+- ORCH_SITES_FILE [unset: no IM deployer]: the IM deployer's sites file (YAML/JSON; see
+  docs/im.md and handlers/site_config.py); ORCH_IM_URL: IM for sites without `im_url`.
 - ORCH_FEEDER_TOPIC [unset: no consumer]: the Federation-Registry-Feeder's Kafka topic
   (e.g. federation-registry-feeder), consumed into provider observations (issue 4).
 - ORCH_CREDENTIAL_KEYS [unset: user credentials are not kept, work needing them fails]:
@@ -162,6 +164,9 @@ class Settings(msgspec.Struct, kw_only=True):
     configuration: dict[str, str] = msgspec.field(default_factory=dict)
     # TOSCA validator worker processes (started on the first validation).
     tosca_workers: int = 2
+    # ---- IM deployer (issue 5): the sites file (handlers/site_config.py); unset = no
+    # deployer runs in this process.
+    im_sites_file: str | None = None
     # Provider ingestion (issue 4): the Feeder's topic (external, not one of ours).
     feeder_topic: str | None = None
     # --- credential store, callbacks, stuck deployments (handlers/credentials.py,
@@ -207,6 +212,7 @@ class Settings(msgspec.Struct, kw_only=True):
             trust_forwarded_headers=_flag("ORCH_TRUST_FORWARDED_HEADERS", True),
             configuration=_configuration_from_env(),
             tosca_workers=int(env("ORCH_TOSCA_WORKERS", "2") or 2),
+            im_sites_file=env("ORCH_SITES_FILE"),  # IM deployer (issue 5)
             feeder_topic=env("ORCH_FEEDER_TOPIC"),  # provider ingestion (issue 4)
             # --- credential store, callbacks, stuck deployments ---
             credential_keys=env("ORCH_CREDENTIAL_KEYS"),
