@@ -275,7 +275,12 @@ class ImDeployer:
     async def _auth(self, deployment_id: str, config: SiteConfig) -> ImAuthorization:
         token = None
         if config.needs_user_token:
-            token = await self.credentials.access_token(deployment_id)
+            try:
+                token = await self.credentials.access_token(deployment_id)
+            except Exception as error:  # no key, refresh refused...: the attempt fails
+                raise MissingUserToken(
+                    f"site {config.provider_id} needs the user's access token, which is "
+                    f"unavailable: {type(error).__name__}: {error}") from None
         return config.authorization(token)
 
     # ------------------------------------------------------------ the driver

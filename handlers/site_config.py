@@ -148,7 +148,7 @@ class SitesFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._mtime: float | None = None
+        self._mtime: int | None = None
         self._catalog = SiteCatalog([])
         self.catalog()
 

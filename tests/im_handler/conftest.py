@@ -2,9 +2,9 @@
 real IM peer (Dummy connector), with a sites file of its own per test module.
 
 Sites: `dummy-a`, `dummy-b`, `dummy-c` deploy on IM's Dummy connector; `badcreds` has a
-wrong IM password (IM answers 401); `never` has a provider timeout of 0 s, so its attempt
-times out at its first look (a Dummy VM is configured within ~0.2 s, a "never finishes"
-site cannot be made otherwise with the Dummy connector; see docs/im.md).
+wrong IM password (IM answers 401); `never` is an OpenStack site whose endpoint is a
+loopback black hole (IM waits on it forever: the infrastructure stays `pending`) with a
+provider timeout of 3 s; `needs-token` needs the user's access token.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from handlers.im_deployer import ImDeployer, ImDeployerSettings
 from orchestrator import bootstrap
 from tests.api.conftest import fixture_issuers, fixture_validator, harness_settings
 from tests.consumers.support import consumer_settings
-from tests.im.conftest import ImPeer, fixture_im_peer
-from tests.im_handler.support import ImHarness, sites_document
+from tests.im.conftest import ImPeer, fixture_im_peer, fixture_private_im_peer
+from tests.im_handler.support import Blackhole, ImHarness, sites_document
 from tests.oidc_issuer import LocalIssuer
 from tosca import TemplateValidator
 
-__all__ = ["fixture_im_peer", "fixture_issuers", "fixture_validator"]
+__all__ = [
+    "fixture_im_peer", "fixture_issuers", "fixture_private_im_peer", "fixture_validator"]
 
 
 def fast_settings(instance: str, **overrides: Any) -> ImDeployerSettings:
@@ -47,7 +48,8 @@ async def fixture_im_system(fx_databases: Any, fx_kafka_bootstrap: str,
                             tmp_path_factory: pytest.TempPathFactory
                             ) -> AsyncIterator[ImHarness]:
     sites_file = Path(tmp_path_factory.mktemp("sites")) / "sites.yaml"
-    sites_file.write_text(yaml.safe_dump(sites_document(fx_im_peer)))
+    blackhole = Blackhole()
+    sites_file.write_text(yaml.safe_dump(sites_document(fx_im_peer, blackhole=blackhole.url)))
     prefix = f"imh{uuid.uuid4().hex[:10]}"
     settings = harness_settings(await fx_databases.fresh(), fx_kafka_bootstrap, fx_issuers,
                                 topic_prefix=prefix, im_sites_file=str(sites_file))
@@ -62,9 +64,10 @@ async def fixture_im_system(fx_databases: Any, fx_kafka_bootstrap: str,
         async with httpx.AsyncClient(transport=transport,
                                      base_url="http://127.0.0.1:8080") as client:
             yield ImHarness(system=system, client=client, issuer=fx_issuers[0],
-                            second_issuer=fx_issuers[1], peer=fx_im_peer,
+                            second_issuer=fx_issuers[1], peer=fx_im_peer, blackhole=blackhole,
                             sites_file=sites_file, deployer=deployer)
     finally:
         stop.set()
         await asyncio.gather(*system.tasks, return_exceptions=True)
         await system.close()
+        blackhole.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -27,12 +29,15 @@ from handlers.im_client import ImClient, ImError
 from handlers.im_deployer import MARKER_KEYS, ImDeployer
 from tests.api.support import DEPLOYER, Harness, User
 from tests.im.conftest import ImPeer
+from tests.im.support import indigo_simple_node
 
 WORKING_SITES = ("dummy-a", "dummy-b", "dummy-c")
 
 
-def sites_document(peer: ImPeer, *, password_of: dict[str, str] | None = None,
-                   url_of: dict[str, str] | None = None) -> dict[str, Any]:
+def sites_document(peer: ImPeer, *, blackhole: str = "http://127.0.0.1:9",
+                   password_of: dict[str, str] | None = None,
+                   url_of: dict[str, str] | None = None,
+                   extra_sites: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     password_of = password_of or {}
     url_of = url_of or {}
 
@@ -47,8 +52,51 @@ def sites_document(peer: ImPeer, *, password_of: dict[str, str] | None = None,
     return {"sites": [
         *(site(name) for name in WORKING_SITES),
         site("badcreds") | {"im": {"username": "orchestrator", "password": "wrong-password"}},
-        site("never", provider_timeout_seconds=0),
+        site("never", provider_timeout_seconds=3) | {"clouds": [{
+            "kind": "generic", "id": "ost", "type": "OpenStack",
+            "values": {"host": blackhole, "username": "u", "password": "p", "tenant": "t"}}]},
+        site("needs-token") | {"clouds": [{"kind": "dummy"}, {
+            "kind": "openstack", "id": "ost", "host": "http://127.0.0.1:9",
+            "identity_provider": "local", "access_token": "${USER_TOKEN}"}]},
+        *(extra_sites or []),
     ]}
+
+
+class Blackhole:
+    """A TCP server on loopback that accepts connections and never answers: an OpenStack
+    endpoint IM waits on forever (a provider that never finishes)."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+
+    def close(self) -> None:
+        """Close everything: IM's blocked threads get their error and move on."""
+        self.server.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def hanging_template() -> str:
+    """INDIGO simple-node (stripped) whose image is on an OpenStack at 127.0.0.1: the Dummy
+    connector deploys it anyway; an OpenStack site whose endpoint is the black hole hangs."""
+    document = yaml.safe_load(indigo_simple_node())
+    node = document["topology_template"]["node_templates"]["simple_node"]
+    node["capabilities"]["os"]["properties"]["image"] = "ost://127.0.0.1/img"
+    return yaml.safe_dump(document, sort_keys=False)
 
 
 def site(name: str) -> Site:
@@ -58,12 +106,15 @@ def site(name: str) -> Site:
 @dataclass
 class ImHarness(Harness):
     peer: ImPeer | None = None
+    blackhole: Blackhole | None = None
     sites_file: Path | None = None
     deployer: ImDeployer | None = None
 
     def write_sites(self, **changes: Any) -> None:
         assert self.sites_file is not None and self.peer is not None
         before = self.sites_file.stat().st_mtime_ns
+        assert self.blackhole is not None
+        changes.setdefault("blackhole", self.blackhole.url)
         self.sites_file.write_text(yaml.safe_dump(sites_document(self.peer, **changes)))
         while self.sites_file.stat().st_mtime_ns == before:  # coarse clocks: make it change
             time.sleep(0.01)

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from domain.deployments import AttemptFailureCause, AttemptOutcome, NodeState
+from domain.deployments import (
+    AttemptFailureCause,
+    AttemptOutcome,
+    DataRequirement,
+    MarkDataReady,
+    NodeState,
+)
+from handlers.im_client import ImClient
+from tests.api.support import DEPLOYER
+from tests.im.conftest import ImPeer
 from tests.im.support import compute_template
-from tests.im_handler.support import ImHarness
+from tests.im_handler.support import ImHarness, hanging_template
 
 
 async def test_create_update_stop_start_delete_through_the_api(im_system: ImHarness) -> None:
@@ -68,7 +77,7 @@ async def _count(probe, expected: int) -> bool:  # type: ignore[no-untyped-def]
 
 async def test_first_two_sites_fail_the_third_succeeds(im_system: ImHarness) -> None:
     h = im_system
-    deployment_id = await h.create_direct(compute_template())
+    deployment_id = await h.create_direct(hanging_template())
     await h.schedule(deployment_id, "badcreds", "never", "dummy-b")
     state = await h.until(deployment_id, lambda s: s.status == "CREATE_COMPLETE",
                           what="created on the third site")
@@ -85,7 +94,7 @@ async def test_first_two_sites_fail_the_third_succeeds(im_system: ImHarness) -> 
 
 async def test_all_sites_failing_lists_each_attempt(im_system: ImHarness) -> None:
     h = im_system
-    deployment_id = await h.create_direct(compute_template())
+    deployment_id = await h.create_direct(hanging_template())
     await h.schedule(deployment_id, "badcreds", "never")
     state = await h.until(deployment_id, lambda s: s.status == "CREATE_FAILED",
                           what="creation failed")
@@ -93,13 +102,15 @@ async def test_all_sites_failing_lists_each_attempt(im_system: ImHarness) -> Non
     assert reason.startswith("Retries on cloud providers exhausted")
     assert "attempt 1 on BADCREDS" in reason and "attempt 2 on NEVER" in reason
     assert "provider timeout" in reason
+    # the hung attempt's infrastructure was destroyed (no keepLastAttempt)
+    assert state.attempts[1].infrastructure_id is not None
     assert await h.infrastructures_of(deployment_id) == []
 
 
 async def test_keep_last_attempt_keeps_only_the_last_infrastructure(im_system: ImHarness
                                                                     ) -> None:
     h = im_system
-    deployment_id = await h.create_direct(compute_template(), keep_last_attempt=True)
+    deployment_id = await h.create_direct(hanging_template(), keep_last_attempt=True)
     await h.schedule(deployment_id, "never")
     state = await h.until(deployment_id, lambda s: s.status == "CREATE_FAILED",
                           what="creation failed")
@@ -111,7 +122,7 @@ async def test_keep_last_attempt_keeps_only_the_last_infrastructure(im_system: I
 
 async def test_max_providers_retry_and_keep_last_attempt(im_system: ImHarness) -> None:
     h = im_system
-    deployment_id = await h.create_direct(compute_template(), keep_last_attempt=True,
+    deployment_id = await h.create_direct(hanging_template(), keep_last_attempt=True,
                                           max_providers_retry=2)
     await h.schedule(deployment_id, "badcreds", "never", "dummy-a")
     state = await h.until(deployment_id, lambda s: s.status == "CREATE_FAILED",
@@ -123,15 +134,27 @@ async def test_max_providers_retry_and_keep_last_attempt(im_system: ImHarness) -
     await _delete(h, deployment_id)
 
 
-async def test_a_template_im_rejects_fails_with_its_message(im_system: ImHarness) -> None:
+async def test_a_template_im_rejects_fails_with_its_message(
+        im_system: ImHarness, fx_private_im_peer: ImPeer) -> None:
+    # A fresh IM of its own: a lost delete on the shared one switches IM's template
+    # validation off for the whole process (pitfall 2).
     h = im_system
-    template = compute_template().replace("tosca_simple_yaml_1_0", "tosca_bogus_9")
-    deployment_id = await h.create_direct(template)
-    await h.schedule(deployment_id, "dummy-a")
-    state = await h.until(deployment_id, lambda s: s.status == "CREATE_FAILED",
-                          what="rejected")
+    fresh = fx_private_im_peer
+    h.write_sites(extra_sites=[{
+        "provider_id": "fresh-im", "im_url": fresh.url, "clouds": [{"kind": "dummy"}],
+        "im": {"username": "orchestrator", "password": fresh.users["orchestrator"]}}])
+    try:
+        template = compute_template().replace("tosca_simple_yaml_1_0", "tosca_bogus_9")
+        deployment_id = await h.create_direct(template)
+        await h.schedule(deployment_id, "fresh-im")
+        state = await h.until(deployment_id, lambda s: s.status == "CREATE_FAILED",
+                              what="rejected")
+    finally:
+        h.write_sites()
     assert "InvalidTemplateVersion" in (state.status_reason or "")
-    assert await h.infrastructures_of(deployment_id) == []
+    assert state.attempts[0].infrastructure_id is None
+    async with ImClient(fresh.url) as im:
+        assert await im.list_infrastructures(fresh.auth()) == []
 
 
 async def test_force_delete_after_a_failed_delete(im_system: ImHarness) -> None:
@@ -183,3 +206,33 @@ async def _delete(h: ImHarness, deployment_id: str) -> None:
     await h.handle_delete(deployment_id, force=False)
     await h.until(deployment_id, lambda s: s.status == "DELETE_COMPLETE", what="deleted")
     assert await h.infrastructures_of(deployment_id) == []
+
+
+async def test_a_site_needing_the_user_token_fails_cleanly_without_one(im_system: ImHarness
+                                                                      ) -> None:
+    h = im_system
+    deployment_id = await h.create_direct(compute_template())
+    await h.schedule(deployment_id, "needs-token", "dummy-a")
+    state = await h.until(deployment_id, lambda s: s.status == "CREATE_COMPLETE",
+                          what="created on the second site")
+    first = state.attempts[0]
+    assert first.infrastructure_id is None
+    assert "needs the user's access token" in (first.failure_reason or "")
+    await _delete(h, deployment_id)
+
+
+async def test_the_deployer_waits_for_the_input_data(im_system: ImHarness) -> None:
+    h = im_system
+    assert h.deployer is not None
+    deployment_id = await h.create_direct(compute_template(), data_requirements=(
+        DataRequirement(dids=("scope:file",), rse_expression="SITE_A", wait=True),))
+    await h.schedule(deployment_id, "dummy-a")
+    h.deployer.kick(deployment_id)
+    await h.deployer.idle()
+    state = await h.state(deployment_id)
+    assert state.awaiting_data and state.attempts == ()
+    await h.handle(MarkDataReady(deployment_id=deployment_id, actor=DEPLOYER,
+                                 operation=state.operation))
+    state = await h.until(deployment_id, lambda s: s.status == "CREATE_COMPLETE",
+                          what="created once the data is ready")
+    await _delete(h, deployment_id)
