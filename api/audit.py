@@ -16,7 +16,7 @@ import msgspec
 from litestar import Controller, get
 from litestar.params import QueryParameter
 
-from api.admin.ports import AuditLog
+from api.admin.ports import AuditLog, AuditLogDependency
 from api.auth import Principal
 from api.errors import ApiError
 from api.legacy.common import parse_time, view_of
@@ -77,6 +77,7 @@ class HistoryEntry(msgspec.Struct, kw_only=True):
     summary: str
     correlationId: str | None = None
     causationId: str | None = None
+    requestId: str | None = None
     eventId: str
 
 
@@ -155,7 +156,7 @@ def entry(recorded: RecordedEvent, decoded: Any) -> HistoryEntry:
         recordedAt=recorded.recorded_at, type=recorded.type,
         actor=Actor(metadata.actor_issuer, metadata.actor_subject), summary=summary(decoded),
         correlationId=metadata.correlation_id, causationId=metadata.causation_id,
-        eventId=recorded.event_id)
+        requestId=metadata.request_id, eventId=recorded.event_id)
 
 
 async def _audit_stream(legacy: Any, audit_log: AuditLog, principal: Principal,
@@ -179,7 +180,7 @@ class DeploymentAuditController(Controller):
 
     @get(["/{deployment_id:str}/history"], operation_id="getDeploymentHistory",
          responses=READ_ERRORS, media_type=JSON_MEDIA_TYPE)
-    async def history(self, legacy: Legacy, principal: Caller, audit_log: AuditLog,
+    async def history(self, legacy: Legacy, principal: Caller, audit_log: AuditLogDependency,
                       deployment_id: PathId) -> History:
         """Every event of the deployment in order (owner and admins only; 404 otherwise)."""
         events = await _audit_stream(legacy, audit_log, principal, deployment_id)
@@ -188,7 +189,7 @@ class DeploymentAuditController(Controller):
     @get(["/{deployment_id:str}/state"], operation_id="getDeploymentStateAsOf",
          responses=READ_ERRORS, media_type=JSON_MEDIA_TYPE)
     async def state(
-        self, request: AnyRequest, legacy: Legacy, principal: Caller, audit_log: AuditLog,
+        self, request: AnyRequest, legacy: Legacy, principal: Caller, audit_log: AuditLogDependency,
         deployment_id: PathId,
         as_of: Annotated[str | None, QueryParameter(
             name="asOf", description="RFC 3339: the state as of this time")] = None,

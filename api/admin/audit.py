@@ -14,17 +14,16 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.params import QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.response import Stream
 
 from api.admin.formats import table_response
-from api.admin.ports import AuditEventQuery, AuditLog, ReplaySummary
+from api.admin.ports import AuditEventQuery, AuditLog, AuditLogDependency, ReplaySummary
 from api.auth import Principal
 from api.errors import ApiError
 from api.legacy.common import parse_time
 from api.legacy.security import DEPENDENCIES, AnyRequest, Caller, authenticated
 from api.legacy.shapes import READ_ERRORS, errors
-from eventstore.audit import BrokenLink
 from eventstore.records import RecordedEvent
 
 MAX_PAGE = 1000
@@ -57,12 +56,21 @@ class AuditEventPage(msgspec.Struct, kw_only=True):
     """Pass as ``after`` for the next page (null: no more events)."""
 
 
+class BrokenLinkJson(msgspec.Struct, kw_only=True, rename="camel"):
+    position: int
+    stream_id: str
+    version: int
+    event_id: str
+    problem: str
+    """``hash mismatch`` (payload or hash rewritten) or ``version gap`` (event removed)."""
+
+
 class VerifyAnswer(msgspec.Struct, kw_only=True):
     intact: bool
     events: int
     streams: int
     brokenLinks: int
-    firstBroken: BrokenLink | None = None
+    firstBroken: BrokenLinkJson | None = None
 
 
 class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -105,7 +113,7 @@ class AuditController(Controller):
 
     @get(["/events"], operation_id="auditEvents", responses=READ_ERRORS)
     async def events(
-        self, request: AnyRequest, principal: Caller, audit_log: AuditLog,
+        self, request: AnyRequest, principal: Caller, audit_log: AuditLogDependency,
         actor: Annotated[str | None, QueryParameter(
             name="actor", description="subject of the actor (within the admin's issuer)")] = None,
         type_: Annotated[list[str] | None, QueryParameter(
@@ -139,7 +147,7 @@ class AuditController(Controller):
     @get(["/export"], operation_id="auditExport", responses=READ_ERRORS,
          media_type=JSON_LINES)
     async def export(
-        self, principal: Caller, audit_log: AuditLog,
+        self, principal: Caller, audit_log: AuditLogDependency,
         after: Annotated[str | None, QueryParameter(
             name="after", description="export events after this log position")] = None,
         to: Annotated[str | None, QueryParameter(
@@ -159,19 +167,19 @@ class AuditController(Controller):
             "Content-Disposition": 'attachment; filename="audit-export.jsonl"'})
 
     @get(["/verify"], operation_id="auditVerify", responses=READ_ERRORS)
-    async def verify_get(self, principal: Caller, audit_log: AuditLog) -> VerifyAnswer:
+    async def verify_get(self, principal: Caller, audit_log: AuditLogDependency) -> VerifyAnswer:
         """Recompute every stream's hash chain; report the first broken link."""
         return await _verify(principal, audit_log)
 
     @post(["/verify"], operation_id="auditVerifyRun", responses=READ_ERRORS, status_code=200)
-    async def verify_post(self, principal: Caller, audit_log: AuditLog) -> VerifyAnswer:
+    async def verify_post(self, principal: Caller, audit_log: AuditLogDependency) -> VerifyAnswer:
         """Same as GET (for clients that treat a full scan as an action)."""
         return await _verify(principal, audit_log)
 
     @post(["/replay"], operation_id="auditReplay", status_code=200,
           responses=errors(400, 401, 403, 404))
-    async def replay(self, principal: Caller, audit_log: AuditLog,
-                     data: ReplayRequest) -> ReplaySummary:
+    async def replay(self, principal: Caller, audit_log: AuditLogDependency,
+                     data: JSONBody[ReplayRequest]) -> ReplaySummary:
         """Rebuild a projection into a scratch schema as of a log position and/or a time,
         then query it (statistics: `?replay=<schema>`). The live tables are untouched."""
         require_admin(principal)
@@ -192,5 +200,8 @@ class AuditController(Controller):
 async def _verify(principal: Principal, audit_log: AuditLog) -> VerifyAnswer:
     require_admin(principal)
     report = await audit_log.verify()
-    return VerifyAnswer(intact=report.intact, events=report.events, streams=report.streams,
-                        brokenLinks=report.broken_links, firstBroken=report.first_broken)
+    first = report.first_broken
+    return VerifyAnswer(
+        intact=report.intact, events=report.events, streams=report.streams,
+        brokenLinks=report.broken_links,
+        firstBroken=BrokenLinkJson(**msgspec.structs.asdict(first)) if first else None)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import date, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
+from litestar.di import NamedDependency
 
 from eventstore.audit import VerifyReport
 from eventstore.records import RecordedEvent
@@ -42,6 +43,8 @@ class StatisticsQuery(msgspec.Struct, frozen=True, kw_only=True):
     schema: str | None = None
 
 
+# runtime_checkable: Litestar validates injected dependencies with isinstance.
+@runtime_checkable
 class StatisticsReader(Protocol):
     async def query(self, query: StatisticsQuery) -> list[dict[str, Any]]:
         """Rows of the view: ``period`` (when an interval is asked), the group-by columns,
@@ -70,6 +73,7 @@ class ReplaySummary(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float
 
 
+@runtime_checkable
 class AuditLog(Protocol):
     """Audit reads straight from the log (by stream, by actor/type/time) and its proofs."""
 
@@ -94,3 +98,8 @@ class AuditLog(Protocol):
         """Rebuild ``projection`` into ``schema`` as of a log position and/or a time.
         Raises KeyError (unknown projection), ValueError (bad schema), LookupError."""
         ...
+
+
+# Handler parameters (explicit Litestar dependencies, provided by name by the bootstrap).
+AuditLogDependency: TypeAlias = NamedDependency[AuditLog]
+StatisticsDependency: TypeAlias = NamedDependency[StatisticsReader]

@@ -23,6 +23,7 @@ from api.admin.formats import table_response
 from api.admin.ports import (
     GROUP_BY_KEYS,
     Interval,
+    StatisticsDependency,
     StatisticsQuery,
     StatisticsReader,
     StatisticsView,
@@ -144,7 +145,7 @@ class AdminStatisticsController(Controller):
            "schema (see /v1/admin/audit/replay).")
     async def statistics(
         self, request: AnyRequest, legacy: Legacy, principal: Caller,
-        statistics_reader: StatisticsReader, view: str,
+        statistics_reader: StatisticsDependency, view: str,
         start: Annotated[str | None, QueryParameter(name="from")] = None,
         end: Annotated[str | None, QueryParameter(name="to")] = None,
         interval: Annotated[str | None, QueryParameter(name="interval")] = None,
@@ -180,7 +181,7 @@ class UserStatisticsController(Controller):
                      "group-visibility option). " + _FILTERS)
     async def statistics(
         self, request: AnyRequest, legacy: Legacy, principal: Caller,
-        statistics_reader: StatisticsReader, view: str,
+        statistics_reader: StatisticsDependency, view: str,
         start: Annotated[str | None, QueryParameter(name="from")] = None,
         end: Annotated[str | None, QueryParameter(name="to")] = None,
         interval: Annotated[str | None, QueryParameter(name="interval")] = None,
