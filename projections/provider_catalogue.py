@@ -476,7 +476,8 @@ async def list_sites(conn: AsyncConnection, version: int, *, issuer: str,
     the project has quota limits or a scanned scope, with the provider and region."""
     t = _Tables(projection.tables(version))
     s, sc, p, r, pr = t.slas, t.scopes, t.providers, t.regions, t.projects
-    project = func.unnest(s.c.projects).table_valued("project_id").alias("sla_project")
+    project = func.unnest(s.c.projects).table_valued("project_id").render_derived(
+        name="sla_project")
     query = (
         select(
             p.c.provider_id, p.c.name.label("provider_name"), p.c.type.label("provider_type"),
