@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -50,7 +52,6 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.deployments import (
@@ -339,9 +340,12 @@ class StatisticsProjection:
         ids = sorted({decoded.deployment_id for _, decoded in items})
         if not ids:
             return
-        rows = (await conn.execute(select(deployments).where(deployments.c.id.in_(ids))
-                                   .with_for_update())).mappings()
-        known: dict[str, Facts] = {row["id"]: Facts(**row) for row in rows}
+        # One round trip per table with arrays (unnest): SQLAlchemy's executemany spent
+        # more time building parameters than Postgres spent applying them.
+        driver = await _driver(conn)
+        rows = await driver.fetch(
+            f"SELECT * FROM {_name(deployments)} WHERE id = ANY($1::text[]) FOR UPDATE", ids)
+        known: dict[str, Facts] = {row["id"]: Facts(**dict(row)) for row in rows}
         touched: set[str] = set()
         changes = Changes.empty()
         for event, decoded in items:
@@ -355,70 +359,85 @@ class StatisticsProjection:
             known[after.id] = after
             touched.add(after.id)
         if touched:
-            statement = insert(deployments)
-            await conn.execute(statement.on_conflict_do_update(
-                index_elements=[deployments.c.id],
-                set_={c.name: statement.excluded[c.name] for c in deployments.c
-                      if c.name != "id"}),
-                [_facts_row(known[i]) for i in sorted(touched)])
-        await _upsert_sums(conn, created, changes.created,
+            names = [c.name for c in deployments.c]
+            await _upsert(driver, deployments, ["id"],
+                          [[getattr(known[i], n) for n in names] for i in sorted(touched)],
+                          {n: "EXCLUDED" for n in names if n != "id"})
+        await _upsert_sums(driver, created, changes.created,
                            ("deployments", "vcpus", "ram_mb", "gpus"), ("day", "status"))
-        await _upsert_sums(conn, activity, changes.activity,
+        await _upsert_sums(driver, activity, changes.activity,
                            ("active", "vcpus", "ram_mb", "gpus", "vcpus_moment",
                             "ram_mb_moment", "gpus_moment"), ("day",))
-        await _upsert_outcomes(conn, outcomes, changes.outcomes)
-        await _upsert_sums(conn, failures, {k: [v] for k, v in changes.failures.items()},
+        await _upsert_sums(driver, outcomes, changes.outcomes,
+                           ("succeeded", "failed", "total_us", "min_us", "max_us"), ("day",))
+        await _upsert_sums(driver, failures, {k: [v] for k, v in changes.failures.items()},
                            ("failures",), ("day", "status", "reason"))
 
 
 projection = StatisticsProjection()
 
 
-def _facts_row(facts: Facts) -> dict[str, Any]:
-    return {name: getattr(facts, name) for name in Facts.__slots__}
+async def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn`` (same transaction)."""
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+def _name(table: Table) -> str:
+    return (f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"')
+
+
+_ARRAY_TYPES = {"TEXT": "text[]", "DATE": "date[]", "BIGINT": "bigint[]",
+                "INTEGER": "integer[]", "NUMERIC": "numeric[]", "BOOLEAN": "boolean[]",
+                "DATETIME": "timestamptz[]", "TIMESTAMP": "timestamptz[]"}
+
+# How a repeated key merges: sums add, extremes keep the least/greatest (NULL ignored).
+_MERGE = {"min_us": "least", "max_us": "greatest"}
+
+
+async def _upsert(driver: Any, table: Table, keys: Sequence[str], rows: list[list[Any]],
+                  merge: dict[str, str]) -> None:
+    """INSERT ... SELECT FROM unnest(arrays) ON CONFLICT (keys) DO UPDATE: ``merge`` maps a
+    column to ``EXCLUDED`` (replace), ``add``, ``least`` or ``greatest``."""
+    if not rows:
+        return
+    columns = [c.name for c in table.c]
+    casts = [_ARRAY_TYPES[str(c.type.compile()).split("(")[0].split(" ")[0]]
+             for c in table.c]
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    updates = []
+    for name, how in merge.items():
+        if how == "EXCLUDED":
+            updates.append(f'"{name}" = EXCLUDED."{name}"')
+        elif how == "add":
+            updates.append(f'"{name}" = t."{name}" + EXCLUDED."{name}"')
+        else:
+            updates.append(f'"{name}" = {how}(t."{name}", EXCLUDED."{name}")')
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    await driver.execute(
+        f"INSERT INTO {_name(table)} AS t ({quoted}) SELECT * FROM unnest("
+        + ", ".join(f"${i + 1}::{cast}" for i, cast in enumerate(casts))
+        + f") ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(updates),
+        *arrays)
 
 
 def _key_names(extra: Sequence[str]) -> list[str]:
     return [*DIMENSIONS, *extra]
 
 
-async def _upsert_sums(conn: AsyncConnection, table: Table,
-                       sums: dict[tuple[Any, ...], list[int]], values: Sequence[str],
-                       extra_keys: Sequence[str]) -> None:
+async def _upsert_sums(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]],
+                       values: Sequence[str], extra_keys: Sequence[str]) -> None:
     if not sums:
         return
     keys = _key_names(extra_keys)
-    statement = insert(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c[k] for k in keys],
-        set_={v: table.c[v] + statement.excluded[v] for v in values})
-    # Sorted keys: concurrent batches lock rows in the same order (no deadlocks).
-    await conn.execute(statement, [
-        {**dict(zip(keys, key, strict=True)), **dict(zip(values, amounts, strict=True))}
-        for key, amounts in sorted(sums.items(), key=lambda item: _sortable(item[0]))])
-
-
-async def _upsert_outcomes(conn: AsyncConnection, table: Table,
-                           sums: dict[tuple[Any, ...], list[int]]) -> None:
-    if not sums:
-        return
-    keys = _key_names(("day",))
-    statement = insert(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c[k] for k in keys],
-        set_={"succeeded": table.c.succeeded + statement.excluded.succeeded,
-              "failed": table.c.failed + statement.excluded.failed,
-              "total_us": table.c.total_us + statement.excluded.total_us,
-              "min_us": func.least(table.c.min_us, statement.excluded.min_us),
-              "max_us": func.greatest(table.c.max_us, statement.excluded.max_us)})
+    order = [c.name for c in table.c]
     rows = []
-    for key, (succeeded, failed, total, low, high) in sorted(
-            sums.items(), key=lambda item: _sortable(item[0])):
-        rows.append({**dict(zip(keys, key, strict=True)), "succeeded": succeeded,
-                     "failed": failed, "total_us": total,
-                     # least/greatest ignore NULL: a batch with no success leaves them alone
-                     "min_us": low, "max_us": high})
-    await conn.execute(statement, rows)
+    # Sorted keys: concurrent batches lock rows in the same order (no deadlocks).
+    for key, amounts in sorted(sums.items(), key=itemgetter(0)):
+        by_name = {**dict(zip(keys, key, strict=True)), **dict(zip(values, amounts,
+                                                                    strict=True))}
+        rows.append([by_name[name] for name in order])
+    await _upsert(driver, table, keys, rows, {v: _MERGE.get(v, "add") for v in values})
 
 
 def _sortable(key: tuple[Any, ...]) -> tuple[str, ...]:
@@ -508,7 +527,9 @@ def _rows(result: Any) -> list[dict[str, Any]]:
     return out
 
 
+@lru_cache(maxsize=64)
 def _tables(version: int, schema: str | None) -> list[Table]:
+    # The same Table objects every time: SQLAlchemy then reuses compiled statements.
     return versioned_tables(projection, version, schema=schema)
 
 
@@ -627,7 +648,8 @@ async def resource_hours(conn: AsyncConnection, version: int, f: StatisticsFilte
     terms.append(activity.c.day <= (window_end - _US).date())
 
     def held(resource: str) -> Any:
-        delta, moment = activity.c[resource], activity.c[f"{resource}_moment"]
+        # numeric: a RAM delta in MB times µs since the epoch overflows bigint
+        delta, moment = activity.c[resource].cast(Numeric), activity.c[f"{resource}_moment"]
         return func.sum(case((activity.c.day < start_day, delta * (t_end - t_start)),
                              else_=delta * t_end - moment)).label(resource)
 

@@ -1,0 +1,326 @@
+"""Statistics and audit benchmarks (issue 7): statistics queries, deployment history,
+state as of a time, statistics rebuild from the log, full hash-chain verification.
+
+The log is filled with realistic deployment streams of ten events each (request,
+scheduling, attempts, infrastructure, resources, completion or failure, update or deletion,
+deployer logs) appended through ``append_events`` one stream per call by several writers.
+The target scale is 1,000,000 deployments / 10,000,000 events; ``--deployments`` sets it
+(docs/benchmarks.md says which scale the reported figures used and why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from api.admin.ports import StatisticsQuery
+from api.audit import entry
+from domain.deployments import (
+    CloudProviderEndpoint,
+    DeploymentAttemptFailed,
+    DeploymentAttemptStarted,
+    DeploymentCompleted,
+    DeploymentDeleted,
+    DeploymentDeletionRequested,
+    DeploymentEvent,
+    DeploymentFailed,
+    DeploymentInfrastructureCreated,
+    DeploymentLogUpdated,
+    DeploymentRequested,
+    DeploymentResourcesChanged,
+    DeploymentScheduled,
+    DeploymentStatus,
+    DeploymentUpdateRequested,
+    IaasType,
+    NodeState,
+    OperationKind,
+    RankedSite,
+    RequestedResources,
+    Resource,
+    Site,
+    TemplateIdentity,
+    fold,
+    stream_id,
+)
+from domain.identity import Actor, system_actor
+from eventstore.audit import verify_log
+from eventstore.projection import create_tables, drop_tables, versioned_tables
+from eventstore.rebuild import replay
+from eventstore.records import Metadata
+from eventstore.store import EventStore, create_pool
+from orchestrator.audit_wiring import AuditLog, StatisticsReader
+from orchestrator.bootstrap import event_registry
+from orchestrator.settings import sqlalchemy_url
+from projections import statistics
+
+S = DeploymentStatus
+ISSUERS = ["https://iam-a.example/", "https://iam-b.example/"]
+OWNERS = 1000
+GROUPS = [f"group{i}" for i in range(20)]
+TYPES = ["vm", "kubernetes", "jupyter", "spark", "docker"]
+SITES = [Site(provider_id=f"prov-{i}", provider_name=f"SITE-{i}", region=f"r{i % 3}")
+         for i in range(8)]
+REASONS = ["quota exceeded", "image not found", "timeout", "network unreachable"]
+START = datetime(2025, 1, 1, tzinfo=UTC)
+DAYS = 365
+DEPLOYER = system_actor("bench-deployer")
+TEMPLATE = ("tosca_definitions_version: tosca_simple_yaml_1_0\n"
+            "topology_template:\n  node_templates:\n    server:\n"
+            "      type: tosca.nodes.indigo.Compute\n") * 3
+ENDPOINT = CloudProviderEndpoint(cp_endpoint="https://keystone.example:5000/v3",
+                                 iaas_type=IaasType.OPENSTACK)
+
+
+def deployment_events(rng: random.Random) -> tuple[str, list[DeploymentEvent], Actor]:
+    """Ten events of one deployment: 60% complete then updated, 25% fail, 15% deleted."""
+    deployment_id = str(uuid.uuid4())
+    issuer = ISSUERS[rng.random() < 0.3]
+    owner = Actor(issuer=issuer, subject=f"user{rng.randrange(OWNERS)}")
+    t = START + timedelta(seconds=rng.randrange(DAYS * 86400))
+    kind = rng.random()
+    first, second = rng.sample(SITES, 2)
+    resources = RequestedResources(vms=1, vcpus=rng.choice([1, 2, 4, 8]),
+                                   ram_mb=rng.choice([2048, 4096, 8192]),
+                                   gpus=int(rng.random() < 0.1))
+    template_type = rng.choice(TYPES)
+    base: dict[str, Any] = {"deployment_id": deployment_id}
+
+    def at(minutes: float) -> datetime:
+        nonlocal t
+        t += timedelta(minutes=minutes)
+        return t
+
+    events: list[DeploymentEvent] = [
+        DeploymentRequested(**base, occurred_at=at(0), actor=owner, operation=1, owner=owner,
+                            user_group=rng.choice(GROUPS), template=TEMPLATE,
+                            template_identity=TemplateIdentity(name=f"{template_type}-tpl",
+                                                               type=template_type,
+                                                               hash="0" * 64),
+                            requested_resources=resources),
+        DeploymentScheduled(**base, occurred_at=at(0.1), actor=DEPLOYER, operation=1,
+                            candidates=(RankedSite(site=first), RankedSite(site=second)),
+                            ranking_method="bench"),
+        DeploymentAttemptStarted(**base, occurred_at=at(0.1), actor=DEPLOYER, operation=1,
+                                 attempt=1, site=first, cloud_provider_endpoint=ENDPOINT),
+    ]
+    if kind < 0.25:
+        events += [
+            DeploymentAttemptFailed(**base, occurred_at=at(5), actor=DEPLOYER, operation=1,
+                                    attempt=1, site=first, reason=rng.choice(REASONS)),
+            DeploymentAttemptStarted(**base, occurred_at=at(0.1), actor=DEPLOYER, operation=1,
+                                     attempt=2, site=second),
+            DeploymentAttemptFailed(**base, occurred_at=at(5), actor=DEPLOYER, operation=1,
+                                    attempt=2, site=second, reason=rng.choice(REASONS)),
+            DeploymentFailed(**base, occurred_at=at(0), actor=DEPLOYER, operation=1,
+                             kind=OperationKind.CREATE, status=S.CREATE_FAILED,
+                             reason=rng.choice(REASONS)),
+            DeploymentDeletionRequested(**base, occurred_at=at(60), actor=owner, operation=2,
+                                        previous_status=S.CREATE_FAILED),
+            DeploymentDeleted(**base, occurred_at=at(1), actor=DEPLOYER, operation=2),
+            DeploymentLogUpdated(**base, occurred_at=at(0), actor=DEPLOYER, log="failed"),
+        ]
+        return deployment_id, events, owner
+    events += [
+        DeploymentInfrastructureCreated(**base, occurred_at=at(1), actor=DEPLOYER, attempt=1,
+                                        infrastructure_id=f"inf-{deployment_id[:8]}",
+                                        site=first),
+        DeploymentResourcesChanged(**base, occurred_at=at(3), actor=DEPLOYER, resources=(
+            Resource(resource_id="vm-1", node_name="server", node_type="tosca.nodes.Compute",
+                     state=NodeState.STARTED),)),
+        DeploymentCompleted(**base, occurred_at=at(rng.uniform(2, 30)), actor=DEPLOYER,
+                            operation=1, kind=OperationKind.CREATE, status=S.CREATE_COMPLETE,
+                            attempt=1, site=first),
+        DeploymentLogUpdated(**base, occurred_at=at(0), actor=DEPLOYER, log="done"),
+    ]
+    if kind < 0.4:
+        events += [
+            DeploymentDeletionRequested(**base, occurred_at=at(rng.uniform(60, 40000)),
+                                        actor=owner, operation=2,
+                                        previous_status=S.CREATE_COMPLETE),
+            DeploymentDeleted(**base, occurred_at=at(2), actor=DEPLOYER, operation=2),
+            DeploymentLogUpdated(**base, occurred_at=at(0), actor=DEPLOYER, log="deleted"),
+        ]
+    else:
+        bigger = RequestedResources(vms=2, vcpus=resources.vcpus * 2, ram_mb=resources.ram_mb,
+                                    gpus=resources.gpus)
+        events += [
+            DeploymentUpdateRequested(**base, occurred_at=at(rng.uniform(60, 40000)),
+                                      actor=owner, operation=2,
+                                      previous_status=S.CREATE_COMPLETE, template=TEMPLATE,
+                                      template_identity=events[0].template_identity,  # type: ignore[attr-defined]
+                                      requested_resources=bigger),
+            DeploymentCompleted(**base, occurred_at=at(5), actor=DEPLOYER, operation=2,
+                                kind=OperationKind.UPDATE, status=S.UPDATE_COMPLETE),
+            DeploymentLogUpdated(**base, occurred_at=at(0), actor=DEPLOYER, log="updated"),
+        ]
+    return deployment_id, events, owner
+
+
+async def fill(store: EventStore, deployments: int, *, writers: int = 6,
+               seed: int = 7) -> tuple[list[str], int]:
+    """Append ``deployments`` streams; returns their ids and the number of events."""
+    registry = event_registry()
+    rng = random.Random(seed)
+    ids: list[str] = []
+    appended = 0
+    queue: asyncio.Queue[tuple[str, list[Any], Metadata] | None] = asyncio.Queue(maxsize=1000)
+
+    async def writer() -> None:
+        nonlocal appended
+        while (item := await queue.get()) is not None:
+            stream, events, metadata = item
+            await store.append(stream, 0, events, metadata)
+            appended += len(events)
+
+    tasks = [asyncio.create_task(writer()) for _ in range(writers)]
+    began = time.perf_counter()
+    for index in range(deployments):
+        deployment_id, events, owner = deployment_events(rng)
+        ids.append(deployment_id)
+        encoded = [registry.encode(e, str(uuid.uuid4())) for e in events]
+        await queue.put((stream_id(deployment_id), encoded,
+                         Metadata(actor_issuer=owner.issuer, actor_subject=owner.subject,
+                                  correlation_id=deployment_id)))
+        if index and index % 50_000 == 0:
+            print(f"  filled {index:,} deployments ({appended:,} events, "
+                  f"{appended / (time.perf_counter() - began):,.0f} events/s)", flush=True)
+    for _ in tasks:
+        await queue.put(None)
+    await asyncio.gather(*tasks)
+    return ids, appended
+
+
+def _p99(samples: list[float]) -> float:
+    from bench.common import percentile
+
+    return round(percentile(samples, 99) * 1000, 2)
+
+
+def _random_query(rng: random.Random) -> StatisticsQuery:
+    view = rng.choice(["deployments", "active", "outcomes", "failures", "resources"])
+    first = date(2025, 1, 1) + timedelta(days=rng.randrange(300))
+    span = rng.choice([7, 30, 90])
+    interval = rng.choice(["day", "week", "month", "total"])
+    if view == "resources":
+        interval = "total"
+    group_by = tuple(rng.sample(["group", "templateType", "provider", "status"],
+                                rng.randrange(0, 3)))
+    filters: dict[str, Any] = {}
+    if rng.random() < 0.3:
+        filters["user_group"] = rng.choice(GROUPS)
+    if rng.random() < 0.3:
+        filters["template_type"] = rng.choice(TYPES)
+    if rng.random() < 0.2:
+        filters["provider"] = rng.choice(SITES).provider_id
+    return StatisticsQuery(view=view, owner_issuer=ISSUERS[0], start=first,  # type: ignore[arg-type]
+                           end=first + timedelta(days=span), group_by=group_by,
+                           interval=interval, **filters)  # type: ignore[arg-type]
+
+
+async def run_audit(url: str, *, deployments: int = 100_000,
+                    queries: int = 300) -> list[dict[str, object]]:
+    pool = await create_pool(url, min_size=4, max_size=12)
+    store = EventStore(pool)
+    engine = create_async_engine(sqlalchemy_url(url), pool_size=8)
+    registry = event_registry()
+    print(f"filling the log with {deployments:,} deployments ...", flush=True)
+    began = time.perf_counter()
+    ids, events = await fill(store, deployments)
+    fill_seconds = time.perf_counter() - began
+    async with pool.acquire() as conn:
+        await conn.execute("VACUUM ANALYZE events")
+
+    # statistics rebuild from the log into fresh tables (what `orchestrator rebuild
+    # statistics` replays before its Kafka catch-up)
+    tables = versioned_tables(statistics.projection, 1)
+    async with engine.begin() as conn:
+        await drop_tables(conn, tables)
+        await create_tables(conn, tables)
+    result = await replay(statistics.projection, store=store, engine=engine, version=1,
+                          tables=tables, registry=registry, categories=["deployment"],
+                          batch_size=5000, record_position=False)
+    rebuild_eps = result.events / result.seconds
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO projection_versions (projection, version, state, code_version) "
+            "VALUES ('statistics', 1, 'live', 1) ON CONFLICT DO NOTHING")
+    async with pool.acquire() as conn:
+        for table in tables:
+            await conn.execute(f"ANALYZE {table.name}")
+
+    rng = random.Random(11)
+    reader = StatisticsReader(engine, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+    samples: list[float] = []
+    per_view: dict[str, list[float]] = {}
+    for _ in range(queries):
+        query = _random_query(rng)
+        t0 = time.perf_counter()
+        await reader.query(query)
+        elapsed = time.perf_counter() - t0
+        samples.append(elapsed)
+        per_view.setdefault(query.view, []).append(elapsed)
+
+    audit = AuditLog(store, engine, registry, lambda name: (statistics.projection,
+                                                            ["deployment"]))
+    history: list[float] = []
+    as_of: list[float] = []
+    for _ in range(queries):
+        deployment_id = rng.choice(ids)
+        t0 = time.perf_counter()
+        stream = await audit.stream(deployment_id)
+        [entry(r, d) for r, d in stream]
+        history.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        stream = await audit.stream(deployment_id)
+        cut = stream[len(stream) // 2][1].occurred_at
+        state = fold([d for _, d in stream if d.occurred_at <= cut])
+        assert state.exists
+        as_of.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    report = await verify_log(store)
+    verify_seconds = time.perf_counter() - t0
+    assert report.intact and report.events == events
+    await engine.dispose()
+    await pool.close()
+    scale = {"deployments": deployments, "events": events,
+             "fill_events_per_s": round(events / fill_seconds)}
+    return [
+        {"name": "stats_query_p99_ms", "value": _p99(samples), "unit": "ms",
+         "target": "<= 50", **scale,
+         "p99_by_view_ms": {view: _p99(values) for view, values in sorted(per_view.items())},
+         "median_ms": round(sorted(samples)[len(samples) // 2] * 1000, 2)},
+        {"name": "history_p99_ms", "value": _p99(history), "unit": "ms", "target": "<= 20",
+         **scale},
+        {"name": "as_of_p99_ms", "value": _p99(as_of), "unit": "ms", "target": "<= 20",
+         **scale},
+        {"name": "stats_rebuild_eps", "value": round(rebuild_eps), "unit": "events/s",
+         "target": ">= 50000", **scale},
+        {"name": "hash_verify_eps", "value": round(events / verify_seconds),
+         "unit": "events/s", "target": ">= 200000", **scale},
+    ]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from bench import common
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--deployments", type=int, default=100_000)
+    args = parser.parse_args()
+
+    async def main() -> None:
+        url = await common.scratch_database("orch_bench_audit")
+        results = await run_audit(url, deployments=args.deployments)
+        print(f"machine: {common.machine()}")
+        common.print_table(results)
+        common.save(results)
+
+    asyncio.run(main())
