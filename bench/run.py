@@ -37,6 +37,15 @@ async def main(selected: set[str], repeats: int) -> None:
 
         url = await common.scratch_database("orch_bench_im")
         results += await im_bench.run_im(url)
+    # statistics and audit (issue 7): scale with ORCH_BENCH_AUDIT_DEPLOYMENTS (docs)
+    if not selected or "audit" in selected:
+        import os
+
+        from bench import audit_bench
+
+        url = await common.scratch_database("orch_bench_audit")
+        results += await audit_bench.run_audit(url, deployments=int(
+            os.environ.get("ORCH_BENCH_AUDIT_DEPLOYMENTS", "100000")))
     print(f"machine: {common.machine()}")
     common.print_table(results)
     common.save(results)
