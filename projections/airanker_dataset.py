@@ -15,6 +15,7 @@ them), so an exporter can page with "rows after position P". A SQL view of the d
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -52,6 +53,7 @@ KEPT_TYPES: Final = frozenset({
 })
 
 
+@functools.cache  # one set of Table objects per build: SQL compiles once
 def _tables(version: int) -> list[Table]:
     metadata = MetaData()
     events = Table(
@@ -84,7 +86,7 @@ class AirankerDatasetProjection:
     HANDLES = KEPT_TYPES
 
     def tables(self, version: int) -> list[Table]:
-        return _tables(version)
+        return list(_tables(version))
 
     async def apply(self, conn: AsyncConnection, event: RecordedEvent, decoded: Any,
                     tables: Sequence[Table]) -> None:

@@ -12,6 +12,7 @@ the stored stream version was applied already and is skipped, so a replay is har
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -57,23 +58,28 @@ def decode_usage_state(data: bytes) -> QuotaUsageState:
     return _USAGE_DECODER.decode(data)
 
 
+@functools.cache  # one set of Table objects per build: SQL compiles once
+def _tables(version: int) -> tuple[Table, Table]:
+    metadata = MetaData()
+
+    def states(part: str) -> Table:
+        return Table(
+            f"{NAME}_{part}_v{version}", metadata,
+            Column("provider_id", Text, primary_key=True),
+            Column("stream_version", BigInteger, nullable=False),
+            Column("state", LargeBinary, nullable=False),
+        )
+
+    return states("providers"), states("usage")
+
+
 class ProviderStatesProjection:
     NAME = NAME
     VERSION = VERSION
     HANDLES = frozenset(EVENT_TYPES_BY_TAG) | USAGE_TAGS
 
     def tables(self, version: int) -> list[Table]:
-        metadata = MetaData()
-
-        def states(part: str) -> Table:
-            return Table(
-                f"{NAME}_{part}_v{version}", metadata,
-                Column("provider_id", Text, primary_key=True),
-                Column("stream_version", BigInteger, nullable=False),
-                Column("state", LargeBinary, nullable=False),
-            )
-
-        return [states("providers"), states("usage")]
+        return list(_tables(version))
 
     async def apply(self, conn: AsyncConnection, event: RecordedEvent, decoded: Any,
                     tables: Sequence[Table]) -> None:

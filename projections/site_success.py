@@ -9,6 +9,7 @@ replayed event changes nothing. :func:`success_stats` counts them over a recent 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -43,6 +44,7 @@ NAME: Final = "site_success"
 VERSION: Final = 1
 
 
+@functools.cache  # one set of Table objects per build: SQL compiles once
 def _tables(version: int) -> list[Table]:
     metadata = MetaData()
     deployments = Table(
@@ -115,7 +117,7 @@ class SiteSuccessProjection:
     HANDLES = frozenset(_APPLIERS)
 
     def tables(self, version: int) -> list[Table]:
-        return _tables(version)
+        return list(_tables(version))
 
     apply = staticmethod(by_type(_APPLIERS))
 

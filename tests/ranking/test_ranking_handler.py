@@ -6,7 +6,9 @@ AI ranker's training rows."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
@@ -18,10 +20,12 @@ from domain.deployments import (
     DeploymentFailed,
     DeploymentScheduled,
     FailAttempt,
+    RetryDeployment,
     StartAttempt,
 )
 from domain.deployments.values import DataRequirement, DeploymentStatus, PreferredSite
 from domain.providers import QuotaValues
+from domain.providers.airanker import DatasetRow
 from domain.providers.selection import (
     RANKING_BUILTIN,
     RejectionReason,
@@ -31,12 +35,13 @@ from domain.providers.selection import (
 from eventstore.projection import live_version
 from eventstore.records import Metadata
 from handlers.ranking import DEPLOYMENTS, RANKING_ACTOR, RankingHandler
-from orchestrator import bootstrap
+from orchestrator import bootstrap, cli
 from orchestrator.settings import Settings
 from projections import airanker_dataset, site_success
 from tests.consumers.support import consumer_settings
 from tests.domain.providers.support import usage_of
 from tests.ranking.support import (
+    OWNER,
     FakeRucioLocator,
     create_deployment,
     deployment_events,
@@ -161,6 +166,29 @@ async def test_a_pinned_site_that_cannot_run_the_deployment_fails_it_with_the_re
     await handler.handle(first, commands.registry.decode_recorded(first))
     assert len(await deployment_events(commands, deployment_id)) == len(events)
 
+    # once the pinned site offers flavours, a retry is scheduled there
+    await observe(commands, "BETA")
+    catalogue = bootstrap.SchedulingCatalogueReader(fx_system.engine)
+
+    async def beta_has_flavours() -> bool:
+        states = {s.provider_id: s for s in await catalogue.providers()}
+        return bool(states["beta.openstack"].flavors)
+
+    await wait_for(beta_has_flavours, what="BETA's new flavours in the catalogue")
+    await commands.execute(f"deployment-{deployment_id}", DEPLOYMENTS,
+                           RetryDeployment(deployment_id=deployment_id, actor=OWNER),
+                           Metadata(actor_issuer=OWNER.issuer, actor_subject=OWNER.subject))
+
+    async def rescheduled() -> DeploymentScheduled | None:
+        found = [e for e in await deployment_events(commands, deployment_id)
+                 if isinstance(e, DeploymentScheduled) and e.operation == 2]
+        return found[0] if found else None
+
+    retry = await wait_for(rescheduled, what="the retry's deployment.scheduled")
+    assert [c.site.provider_id for c in retry.candidates] == ["beta.openstack"]
+    assert (await deployment_state(commands, deployment_id)).status == (
+        DeploymentStatus.CREATE_IN_PROGRESS)
+
 
 async def test_a_site_close_to_the_data_ranks_higher(fx_system: bootstrap.System) -> None:
     commands = fx_system.commands
@@ -189,7 +217,7 @@ async def test_a_site_close_to_the_data_ranks_higher(fx_system: bootstrap.System
 
 
 async def test_outcomes_feed_the_success_rate_and_the_training_rows(
-        fx_system: bootstrap.System) -> None:
+        fx_system: bootstrap.System, capsys: pytest.CaptureFixture[str]) -> None:
     commands = fx_system.commands
     await observe(commands, "ALPHA")
     await observe(commands, "BETA")
@@ -229,6 +257,16 @@ async def test_outcomes_feed_the_success_rate_and_the_training_rows(
     assert row.msg_version == "1.1.0" and row.template_name == "single-vm"
     assert row.status_reason == "quota exceeded at the site"
     assert row.vcpus_requ == 2.0 and row.vcpus_quota == 100.0
+    # the operator's export: JSON Lines, pageable by log position
+    assert await cli._airanker_dataset(argparse.Namespace(after=0, limit=10),
+                                       fx_system.settings) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["key"] for line in lines] == [key, f"beta_r1_{deployment_id}"]
+    assert lines[0]["row"]["status"] == "CREATE_FAILED"
+    assert set(lines[0]["row"]) == set(DatasetRow.__struct_fields__)
+    assert await cli._airanker_dataset(argparse.Namespace(after=lines[-1]["position"], limit=10),
+                                       fx_system.settings) == 0
+    assert capsys.readouterr().out == ""
 
     async def stats() -> dict[str, tuple[int, int]] | None:
         async with fx_system.engine.connect() as conn:
