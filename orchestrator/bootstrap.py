@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta  # provider ranking (issue 4)
 from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
@@ -88,14 +89,18 @@ from eventstore.store import EventStore, create_pool
 from handlers import callbacks, credentials, monitoring_log, stuck_sweeper  # issue 5 supporting
 from handlers.im_deployer import ImDeployer, ImDeployerInfo, ImDeployerSettings  # issue 5
 from handlers.site_config import SitesFile  # issue 5
+# ---- provider ranking (issue 4)
+from domain.providers.selection import SuccessStats, parse_rse_sites
+from domain.providers.state import ProviderState
+from domain.providers.usage import USAGE_EVENT_TYPES, USAGE_SCHEMA_VERSIONS, QuotaUsageState
+from handlers.external_ranker import KafkaExternalRanker
+from handlers.ranking import DataLocator, NoDataLocator, RankingHandler
+from projections import airanker_dataset as airanker_dataset_view
+from projections import provider_states as provider_states_view
+from projections import site_success as site_success_view
+# ---- end provider ranking
 from orchestrator.audit_wiring import AuditLog, StatisticsReader  # issue 7
 from orchestrator.metrics import Metrics
-from orchestrator.read_your_writes import (
-    RecordingCommandService,
-    WrittenVersions,
-    consumer_reached,
-    event_log_position,
-)
 # --- data management (issue 6) ---
 from api.data.ports import DataApi, ReplicationView
 from api.data.replications import ROUTE_HANDLERS as DATA_ROUTE_HANDLERS
@@ -103,9 +108,16 @@ from api.data.replications import app_state as data_app_state
 from domain.replications import EVENT_TYPES as REPLICATION_EVENT_TYPES
 from domain.replications import SCHEMA_VERSIONS as REPLICATION_SCHEMA_VERSIONS
 from handlers.rucio_client import RucioClient
+from handlers.rucio_locator import RucioDataLocator
 from handlers.rucio_replicator import FollowPolicy, RucioReplicator
 from projections import replications as replications_view
 # --- end data management ---
+from orchestrator.read_your_writes import (
+    RecordingCommandService,
+    WrittenVersions,
+    consumer_reached,
+    event_log_position,
+)
 from orchestrator.settings import Settings, sqlalchemy_url
 from projections import deployments as deployments_view
 from projections import resources as resources_view
@@ -129,6 +141,10 @@ PROJECTIONS: list[tuple[Projection, list[str]]] = [
     (provider_capacity_view.projection, ["provider", "quotausage"]),
     (replications_view.projection, ["replication"]),  # data management (issue 6)
     (statistics_projection, ["deployment"]),  # usage statistics (issue 7)
+    # provider ranking (issue 4): the catalogue selection reads, success rates, AI dataset
+    (provider_states_view.projection, ["provider", "quotausage"]),
+    (site_success_view.projection, ["deployment"]),
+    (airanker_dataset_view.projection, ["deployment"]),
 ]
 HANDLERS: list[tuple[Handler, list[str]]] = []
 
@@ -138,6 +154,8 @@ def event_registry() -> EventRegistry:
     registry.register_all(DEPLOYMENT_EVENT_TYPES, DEPLOYMENT_SCHEMA_VERSIONS)
     registry.register_all(PROVIDER_EVENT_TYPES, PROVIDER_SCHEMA_VERSIONS)
     registry.register_all(REPLICATION_EVENT_TYPES, REPLICATION_SCHEMA_VERSIONS)  # issue 6
+    # quota usage samples (read by the provider_states projection, issue 4)
+    registry.register_all(USAGE_EVENT_TYPES, USAGE_SCHEMA_VERSIONS)
     return registry
 
 
@@ -302,6 +320,67 @@ class ResourcesReader:
                 conn, version, deployment_id, node_types=node_types, sort=sort, offset=offset,
                 limit=limit)
         return [msgspec.convert(row, ResourceView) for row in rows], total
+
+
+# ---------------------------------------------------------------- provider ranking (issue 4)
+
+
+class SchedulingCatalogueReader:
+    """handlers.ranking.SchedulingCatalogue over the provider_states and site_success
+    projections. Decoded provider states are cached by stream version: a ranking reads the
+    versions (one small query) and decodes only the providers that changed since."""
+
+    def __init__(self, engine: AsyncEngine, *, success_window: timedelta = timedelta(days=30),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.engine = engine
+        self.success_window = success_window
+        self.clock = clock
+        self.live_states = LiveVersion(provider_states_view.NAME)
+        self.live_success = LiveVersion(site_success_view.NAME)
+        self._build: int | None = None
+        self._providers: dict[str, tuple[int, ProviderState]] = {}
+        self._usage: dict[str, tuple[int, QuotaUsageState]] = {}
+        self._refreshing: asyncio.Task[None] | None = None
+
+    async def _refresh(self) -> None:
+        # Concurrent readers (providers() and usage() of one ranking) share one refresh.
+        task = self._refreshing
+        if task is None or task.done():
+            task = self._refreshing = asyncio.create_task(self._read_changes())
+        await asyncio.shield(task)
+
+    async def _read_changes(self) -> None:
+        async with self.engine.connect() as conn:
+            build = await self.live_states.get(conn)
+            if build != self._build:
+                self._build, self._providers, self._usage = build, {}, {}
+            if build is None:
+                return
+            provider_versions, usage_versions = await provider_states_view.stream_versions(
+                conn, build)
+            for cache, versions, load in (
+                    (self._providers, provider_versions, provider_states_view.provider_states),
+                    (self._usage, usage_versions, provider_states_view.usage_states)):
+                for gone in set(cache) - set(versions):
+                    del cache[gone]
+                stale = [p for p, v in versions.items() if cache.get(p, (None,))[0] != v]
+                cache.update(await load(conn, build, stale))  # type: ignore[operator]
+
+    async def providers(self) -> Sequence[ProviderState]:
+        await self._refresh()
+        return [state for _, state in self._providers.values()]
+
+    async def usage(self) -> Sequence[QuotaUsageState]:
+        await self._refresh()
+        return [state for _, state in self._usage.values()]
+
+    async def success_stats(self, template_type: str | None) -> Sequence[SuccessStats]:
+        async with self.engine.connect() as conn:
+            build = await self.live_success.get(conn)
+            if build is None:
+                return []
+            return await site_success_view.success_stats(
+                conn, build, template_type, since=self.clock() - self.success_window)
 
 
 # ---------------------------------------------------------------- data management (issue 6)
@@ -794,11 +873,32 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
                     authenticator=authenticator, authorizer=authorizer, validator=own_validator,
                     handlers=list(supporting_handlers), sweeper=sweeper,
                     user_credentials=user_credentials)  # issue 5 supporting
-    if im_deployer is not None:  # IM deployer (issue 5)
-        system.handlers.append((im_deployer, ["deployment"]))
     if replicator is not None:  # data management (issue 6)
         system.rucio = rucio
         system.handlers.append((replicator, ["deployment", "replication"]))
+    if im_deployer is not None:  # IM deployer (issue 5)
+        system.handlers.append((im_deployer, ["deployment"]))
+    # ---- provider ranking (issue 4): the scheduler, when enabled (ORCH_RANKING)
+    if settings.ranking_enabled:
+        try:
+            rse_sites = parse_rse_sites(settings.rse_sites)
+        except ValueError as error:
+            raise SystemExit(f"invalid ORCH_RSE_SITES: {error}") from None
+        external_ranker = None
+        if settings.ranker_request_topic and settings.ranker_answer_topic:
+            external_ranker = KafkaExternalRanker(
+                bootstrap_servers=settings.kafka_bootstrap,
+                request_topic=settings.ranker_request_topic,
+                answer_topic=settings.ranker_answer_topic,
+                deadline_seconds=settings.ranker_deadline_s,
+                client_id=f"{settings.topic_prefix}-ranking")
+        # Rucio's DataLocator (handlers/rucio_locator.py) replaces this when configured.
+        data_locator: DataLocator = (RucioDataLocator(rucio) if rucio is not None  # issue 6
+                                     else NoDataLocator())
+        system.handlers.append((RankingHandler(
+            commands, SchedulingCatalogueReader(engine), locator=data_locator,
+            rse_sites=rse_sites, external=external_ranker), ["deployment"]))
+    # ---- end provider ranking
     return system
 
 

@@ -230,6 +230,27 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
 # ---- end audit replay
 
 
+# ---- provider ranking (issue 4): the AI ranker's training rows
+async def _airanker_dataset(args: argparse.Namespace, settings: Settings) -> int:
+    """The ``airanker-dataset`` v1.1.0 rows as JSON Lines: {"position", "key", "row"}."""
+    from eventstore.projection import live_version
+    from projections import airanker_dataset
+
+    system = await bootstrap.build(settings)
+    try:
+        async with system.engine.connect() as conn:
+            build = await live_version(conn, airanker_dataset.NAME)
+            rows = (await airanker_dataset.dataset(conn, build, after_position=args.after,
+                                                   limit=args.limit) if build else [])
+    finally:
+        await system.close()
+    for position, key, row in rows:
+        sys.stdout.write(msgspec.json.encode(
+            {"position": position, "key": key, "row": row}).decode() + "\n")
+    return 0
+# ---- end provider ranking
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -255,6 +276,13 @@ def parser() -> argparse.ArgumentParser:
     replay_cmd.add_argument("--position", type=int,
                             help="up to the event at this global log position")
     replay_cmd.add_argument("--until", help="up to this time (RFC 3339)")
+    # ---- provider ranking (issue 4)
+    dataset_cmd = commands.add_parser(
+        "airanker-dataset", help="the AI ranker's training rows (airanker-dataset v1.1.0) "
+                                 "as JSON Lines")
+    dataset_cmd.add_argument("--after", type=int, default=0,
+                             help="only rows produced after this log position")
+    dataset_cmd.add_argument("--limit", type=int, default=10000)
     # ---- development OIDC issuer
     token = commands.add_parser(
         "dev-token", help="a token from the development issuer (server run with "
@@ -285,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     action: Any = {"run": _run, "rebuild": _rebuild, "dead-letters": _dead_letters,
                    "verify": _verify, "export": _export,
-                   "replay": _replay}[args.command]  # replay: issue 7
+                   "replay": _replay,  # replay: issue 7
+                   "airanker-dataset": _airanker_dataset}[args.command]  # issue 4
     try:
         with contextlib.suppress(KeyboardInterrupt):
             return int(asyncio.run(action(args, settings)))

@@ -29,10 +29,17 @@ Variables (default in brackets):
 - ORCH_CONFIGURATION [{}]: JSON object of strings added to GET /configuration.
 - ORCH_TOSCA_WORKERS [2]: TOSCA validator processes, started on the first validation.
 - ORCH_TOSCA_TYPES_DIR [../shared/tosca]: TOSCA type files (read by tosca/).
-- ORCH_SITES_FILE [unset: no IM deployer]: the IM deployer's sites file (YAML/JSON; see
-  docs/im.md and handlers/site_config.py); ORCH_IM_URL: IM for sites without `im_url`.
 - ORCH_FEEDER_TOPIC [unset: no consumer]: the Federation-Registry-Feeder's Kafka topic
   (e.g. federation-registry-feeder), consumed into provider observations (issue 4).
+- ORCH_RANKING [true]: run the ranking handler, the scheduler of create operations
+  (`Settings()` built in code defaults to false).
+- ORCH_RANKER_REQUEST_TOPIC, ORCH_RANKER_ANSWER_TOPIC [unset: built-in ranking only]: the
+  external ranker's Kafka topics (`providers-to-rank` / `ranked_providers`, INFN ai-ranker);
+  ORCH_RANKER_DEADLINE_S [5]: how long to wait for its answer before ranking built-in.
+- ORCH_RSE_SITES [{}]: JSON {"RSE_NAME": "provider_id[/region]"}: the site close to each
+  Rucio RSE (a site near an RSE holding a deployment's input data ranks higher).
+- ORCH_SITES_FILE [unset: no IM deployer]: the IM deployer's sites file (YAML/JSON; see
+  docs/im.md and handlers/site_config.py); ORCH_IM_URL: IM for sites without `im_url`.
 - ORCH_CREDENTIAL_KEYS [unset: user credentials are not kept, work needing them fails]:
   AES-GCM keys of the credential store, `keyid:base64key,...` (16/24/32-byte keys); the
   first seals, all of them open (rotation: put the new key first, keep the old ones).
@@ -146,6 +153,20 @@ def _configuration_from_env() -> dict[str, str]:
     return values
 
 
+def _rse_sites_from_env() -> dict[str, str]:
+    """ORCH_RSE_SITES (provider ranking, issue 4): {"RSE": "provider_id[/region]"}."""
+    raw = env("ORCH_RSE_SITES")
+    if not raw:
+        return {}
+    try:
+        values: Any = json.loads(raw)
+    except ValueError:
+        raise SystemExit("ORCH_RSE_SITES must be a JSON object of strings") from None
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise SystemExit("ORCH_RSE_SITES must be a JSON object of strings")
+    return values
+
+
 class Settings(msgspec.Struct, kw_only=True):
     database_url: str
     kafka_bootstrap: str
@@ -164,11 +185,19 @@ class Settings(msgspec.Struct, kw_only=True):
     configuration: dict[str, str] = msgspec.field(default_factory=dict)
     # TOSCA validator worker processes (started on the first validation).
     tosca_workers: int = 2
+    # Provider ingestion (issue 4): the Feeder's topic (external, not one of ours).
+    feeder_topic: str | None = None
+    # --- provider ranking (issue 4): the scheduler (off unless from_env or set: tests that
+    # schedule by hand build systems without it), external ranker over Kafka, RSE map ---
+    ranking_enabled: bool = False
+    ranker_request_topic: str | None = None
+    ranker_answer_topic: str | None = None
+    ranker_deadline_s: float = 5.0
+    rse_sites: dict[str, str] = msgspec.field(default_factory=dict)
+    # --- end provider ranking ---
     # ---- IM deployer (issue 5): the sites file (handlers/site_config.py); unset = no
     # deployer runs in this process.
     im_sites_file: str | None = None
-    # Provider ingestion (issue 4): the Feeder's topic (external, not one of ours).
-    feeder_topic: str | None = None
     # --- credential store, callbacks, stuck deployments (handlers/credentials.py,
     # callbacks.py, stuck_sweeper.py) ---
     credential_keys: str | None = None  # secret: never log Settings
@@ -212,8 +241,15 @@ class Settings(msgspec.Struct, kw_only=True):
             trust_forwarded_headers=_flag("ORCH_TRUST_FORWARDED_HEADERS", True),
             configuration=_configuration_from_env(),
             tosca_workers=int(env("ORCH_TOSCA_WORKERS", "2") or 2),
-            im_sites_file=env("ORCH_SITES_FILE"),  # IM deployer (issue 5)
             feeder_topic=env("ORCH_FEEDER_TOPIC"),  # provider ingestion (issue 4)
+            # --- provider ranking (issue 4) ---
+            ranking_enabled=_flag("ORCH_RANKING", True),
+            ranker_request_topic=env("ORCH_RANKER_REQUEST_TOPIC"),
+            ranker_answer_topic=env("ORCH_RANKER_ANSWER_TOPIC"),
+            ranker_deadline_s=float(env("ORCH_RANKER_DEADLINE_S", "5") or 5),
+            rse_sites=_rse_sites_from_env(),
+            # --- end provider ranking ---
+            im_sites_file=env("ORCH_SITES_FILE"),  # IM deployer (issue 5)
             # --- credential store, callbacks, stuck deployments ---
             credential_keys=env("ORCH_CREDENTIAL_KEYS"),
             oidc_client_id=env("ORCH_OIDC_CLIENT_ID"),
