@@ -8,16 +8,16 @@ systems, the pinned site, the sites near the input data), reads the catalogue th
 ranker (:class:`ExternalRanker`, e.g. the INFN ai-ranker over Kafka) and records ONE
 ``deployment.scheduled`` event with the ranked candidates, their scores and features as seen
 now, and the rejected sites with readable messages. When no site is left (a pinned site that
-cannot run the deployment, or nothing feasible) the operation then fails with the reason
-(``FailDeployment`` -> ``CREATE_FAILED``).
+cannot run the deployment, or nothing feasible) the operation fails with the reason
+(``FailDeployment`` -> ``CREATE_FAILED``) in the same append.
 
 Ranking always answers: an external ranker that is late, silent, unreachable or answers
 nonsense gives way to the built-in ranking (``ranking_method = builtin-v1-fallback`` and a
 ``ranking_note`` saying why); a data locator that fails only loses the locality bonus.
 
 Idempotent: the deployment's own state says whether this operation was scheduled already
-(a redelivery then only completes a failure left half-done), and both commands carry an
-idempotency key derived from the deployment id and operation.
+(a redelivery then appends nothing), and the append carries the idempotency key
+``ranking/<deployment id>/<operation>``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 
 from domain.deployments import (
-    DeploymentScheduled,
     DeploymentState,
     FailDeployment,
     InvalidTransition,
@@ -41,7 +40,6 @@ from domain.deployments.values import (
     DeploymentStatus,
     OperationKind,
     PreferredSite,
-    SiteRejection,
 )
 from domain.identity import Actor, system_actor
 from domain.providers.airanker import (
@@ -54,13 +52,10 @@ from domain.providers.airanker import (
 from domain.providers.errors import InvalidRankerAnswer
 from domain.providers.selection import (
     RankingWeights,
-    Rejection,
-    RejectionReason,
     SelectionRequest,
     SelectionResult,
     SuccessStats,
     data_sites_for,
-    failure_message,
     select_sites,
     to_record_scheduling,
 )
@@ -75,6 +70,25 @@ DEPLOYMENTS: Final[Decider[Any, Any, Any]] = Decider(
     initial_state=initial_state, evolve=evolve, decide=decide
 )
 RANKING_ACTOR: Final = system_actor("ranking")
+
+
+def _decide_in_order(commands: Sequence[Any], state: DeploymentState, *,
+                     now: datetime) -> list[Any]:
+    """The events of several commands decided one after the other (appended together)."""
+    events: list[Any] = []
+    for command in commands:
+        decided = decide(command, state, now=now)
+        events.extend(decided)
+        for event in decided:
+            state = evolve(state, event)
+    return events
+
+
+SCHEDULING: Final[Decider[Any, Any, Any]] = Decider(
+    initial_state=initial_state, evolve=evolve, decide=_decide_in_order
+)
+"""The deployment decider over a batch of commands: the schedule and, when no site is
+left, the failure, in one append."""
 
 
 # --- ports -----------------------------------------------------------------------------------
@@ -169,49 +183,33 @@ class RankingHandler:
             causation_id=event.event_id,
             reason="scheduling",
         )
-        failure: str | None = None
-        if state.candidates is None:
-            if state.status != DeploymentStatus.CREATE_IN_PROGRESS:
-                return  # reset or deleted before it was scheduled
-            result = await self.select(state, submitted_at=decoded.occurred_at)
-            command = to_record_scheduling(result, operation=operation, actor=self.actor)
-            try:
-                outcome = await self.commands.execute(
-                    stream,
-                    DEPLOYMENTS,
-                    command,
-                    metadata,
-                    idempotency_key=f"ranking/{deployment_id}/{operation}/scheduled",
-                )
-            except InvalidTransition as refused:
-                # the operation ended or was scheduled by someone else meanwhile
-                log.info("not scheduling %s operation %s: %s", deployment_id, operation, refused)
-                return
-            state = outcome.state
-            failure = result.failure
-            log.info(
-                "scheduled %s operation %s: %d candidates, %d rejected (%s)",
-                deployment_id,
-                operation,
-                len(result.candidates),
-                len(result.rejected),
-                result.ranking_method,
+        if state.candidates is not None or state.status != DeploymentStatus.CREATE_IN_PROGRESS:
+            return  # scheduled already (a redelivery), or reset/deleted before it was
+        result = await self.select(state, submitted_at=decoded.occurred_at)
+        batch: list[Any] = [to_record_scheduling(result, operation=operation, actor=self.actor)]
+        if not result.candidates:
+            # No site can run it: the operation fails with the reason, in the same append,
+            # so that no deployer ever sees a schedule without candidates and no failure.
+            batch.append(FailDeployment(
+                deployment_id=deployment_id, actor=self.actor, operation=operation,
+                reason=result.failure or "No site can run this deployment"))
+        try:
+            await self.commands.execute(
+                stream, SCHEDULING, batch, metadata,
+                idempotency_key=f"ranking/{deployment_id}/{operation}",
             )
-        if state.candidates or state.status != DeploymentStatus.CREATE_IN_PROGRESS:
+        except InvalidTransition as refused:
+            # the operation ended, or was scheduled by someone else, meanwhile
+            log.info("not scheduling %s operation %s: %s", deployment_id, operation, refused)
             return
-        # No site can run it: fail the operation with the reason (also after a crash
-        # between the two appends: the reason is rebuilt from the recorded rejections).
-        reason = failure or _failure_from_recorded(
-            state, await self._recorded_rejections(stream, operation)
-        )
-        await self.commands.execute(
-            stream,
-            DEPLOYMENTS,
-            FailDeployment(
-                deployment_id=deployment_id, actor=self.actor, operation=operation, reason=reason
-            ),
-            metadata,
-            idempotency_key=f"ranking/{deployment_id}/{operation}/failed",
+        log.info(
+            "scheduled %s operation %s: %d candidates, %d rejected (%s)%s",
+            deployment_id,
+            operation,
+            len(result.candidates),
+            len(result.rejected),
+            result.ranking_method,
+            "" if result.candidates else f"; failed: {result.failure}",
         )
 
     async def select(
@@ -276,32 +274,3 @@ class RankingHandler:
             log.warning("unusable external ranking for %s: %s", result.request.deployment_id,
                         error)
             return ranking_fallback(result, f"unusable answer from the external ranker: {error}")
-
-    async def _recorded_rejections(
-        self, stream: str, operation: int
-    ) -> tuple[SiteRejection, ...]:
-        for recorded in reversed(await self.commands.store.read_stream(stream)):
-            if recorded.type == "deployment.scheduled":
-                scheduled = self.commands.registry.decode_recorded(recorded)
-                if isinstance(scheduled, DeploymentScheduled) and scheduled.operation == operation:
-                    return scheduled.rejected
-        return ()
-
-
-def _failure_from_recorded(state: DeploymentState, rejected: Sequence[SiteRejection]) -> str:
-    """The failure reason, rebuilt from the rejections the scheduled event recorded."""
-    rejections = []
-    for r in rejected:
-        try:
-            reason = RejectionReason(r.reason)
-        except ValueError:
-            continue
-        rejections.append(Rejection(site=r.site, reason=reason, message=r.message or r.reason))
-    request_view = SelectionRequest(
-        deployment_id=state.deployment_id,
-        user_group=state.user_group or "",
-        issuer="",
-        requested=state.requested_resources,
-        pinned_site=state.preferred_site,
-    )
-    return failure_message(request_view, rejections)

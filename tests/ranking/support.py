@@ -51,7 +51,7 @@ USAGE: Decider[Any, Any, Any] = Decider(
 WRITER = Metadata(actor_subject="ranking-tests")
 
 
-async def wait_for(check: Callable[[], Awaitable[T | None]], *, within: float = 120.0,
+async def wait_for(check: Callable[[], Awaitable[T | None]], *, within: float = 240.0,
                    what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy (deterministic wait, no bare sleep)."""
     deadline = time.monotonic() + within
