@@ -44,6 +44,30 @@ async def api_harness(databases: TestDatabases, kafka: str,
         await system.close()
 
 
+# Deadlines for waits on the asynchronous pipeline: generous, the test machine is shared
+# and loaded (a wait ends as soon as its condition holds).
+PIPELINE_DEADLINE_S = 120.0
+
+
+async def wait_for_status(api: Harness, user: Any, deployment_id: str,
+                          status: str) -> dict[str, Any]:
+    """Until GET shows ``status``; returns the body (Harness.wait_for_status, longer
+    deadline)."""
+    seen: dict[str, Any] = {}
+
+    async def probe() -> bool:
+        response = await api.show(user, deployment_id)
+        if response.status_code != 200:
+            return False
+        seen.clear()
+        seen.update(response.json())
+        return seen.get("status") == status
+
+    await api.eventually(probe, within=PIPELINE_DEADLINE_S,
+                         what=f"deployment {deployment_id} in {status}")
+    return dict(seen)
+
+
 @dataclass
 class Received:
     path: str

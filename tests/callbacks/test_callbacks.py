@@ -13,7 +13,12 @@ from sqlalchemy import text
 
 from handlers.callbacks import EVENT_ID_HEADER, SIGNATURE_HEADER, deliveries
 from tests.api.support import Harness
-from tests.callbacks.support import CallbackReceiver, api_harness
+from tests.callbacks.support import (
+    PIPELINE_DEADLINE_S,
+    CallbackReceiver,
+    api_harness,
+    wait_for_status,
+)
 from tests.databases import TestDatabases
 from tests.oidc_issuer import LocalIssuer
 from tosca import TemplateValidator
@@ -46,7 +51,8 @@ async def recorded(api: Harness, deployment_id: str, count: int) -> list[dict[st
         rows[:] = await deliveries(api.system.engine, deployment_id)
         return len(rows) >= count
 
-    await api.eventually(probe, what=f"{count} callback outcome(s) of {deployment_id}")
+    await api.eventually(probe, within=PIPELINE_DEADLINE_S,
+                         what=f"{count} callback outcome(s) of {deployment_id}")
     return rows
 
 
@@ -76,7 +82,7 @@ async def test_create_complete_posts_the_deployment_json_once(
     expected = hmac.new(SECRET.encode(), post.body, hashlib.sha256).hexdigest()
     assert post.headers[SIGNATURE_HEADER] == f"sha256={expected}"
     # The shown deployment agrees with what was posted.
-    shown = await api.wait_for_status(user, deployment_id, "CREATE_COMPLETE")
+    shown = await wait_for_status(api, user, deployment_id, "CREATE_COMPLETE")
     assert shown["updateTime"] == body["updateTime"]
 
 
@@ -131,7 +137,7 @@ async def test_every_terminal_status_of_the_lifecycle_is_posted_as_of_its_event(
     user = api.user()
     deployment_id = (await api.create(user, callback=receiver.url("/cb-life")))["uuid"]
     await api.complete_create(deployment_id)
-    await api.wait_for_status(user, deployment_id, "CREATE_COMPLETE")
+    await wait_for_status(api, user, deployment_id, "CREATE_COMPLETE")
     response = await api.request("DELETE", f"/deployments/{deployment_id}", user)
     assert response.status_code == 204, response.text
     await api.fail_deletion(deployment_id, "the site did not answer")
@@ -169,5 +175,6 @@ async def test_no_callback_url_no_post(api: Harness, receiver: CallbackReceiver)
                 {"s": f"deployment-{without}"})).scalar_one()
         return int(count) > 0
 
-    await api.eventually(passed, what="the callbacks handler passed the deployment")
+    await api.eventually(passed, within=PIPELINE_DEADLINE_S,
+                         what="the callbacks handler passed the deployment")
     assert await deliveries(api.system.engine, without) == []

@@ -20,7 +20,7 @@ from handlers.credentials import (
     DeploymentCredentials,
 )
 from tests.api.support import Harness, User
-from tests.callbacks.support import api_harness
+from tests.callbacks.support import PIPELINE_DEADLINE_S, api_harness, wait_for_status
 from tests.databases import TestDatabases
 from tests.oidc_issuer import LocalIssuer
 from tosca import TemplateValidator
@@ -116,14 +116,14 @@ async def test_tokens_are_captured_per_command_and_deleted_at_delete_complete(
     assert await credentials.access_token(deployment_id) == create_token
 
     await api.complete_create(deployment_id)
-    await api.wait_for_status(user, deployment_id, "CREATE_COMPLETE")
+    await wait_for_status(api, user, deployment_id, "CREATE_COMPLETE")
     response = await as_token(api, "PUT", f"/deployments/{deployment_id}", update_token,
                               json={"template": _template(), "parameters": {"num_cpus": 2}})
     assert response.status_code == 202, response.text
     assert await stored_token(api, deployment_id) == update_token
 
     await api.complete_update(deployment_id)
-    await api.wait_for_status(user, deployment_id, "UPDATE_COMPLETE")
+    await wait_for_status(api, user, deployment_id, "UPDATE_COMPLETE")
     response = await as_token(api, "DELETE", f"/deployments/{deployment_id}", delete_token)
     assert response.status_code == 204, response.text
     assert await stored_token(api, deployment_id) == delete_token
@@ -139,7 +139,8 @@ async def test_tokens_are_captured_per_command_and_deleted_at_delete_complete(
     async def gone() -> bool:
         return await stored_token(api, deployment_id) is None
 
-    await api.eventually(gone, what="credentials deleted at DELETE_COMPLETE")
+    await api.eventually(gone, within=PIPELINE_DEADLINE_S,
+                         what="credentials deleted at DELETE_COMPLETE")
 
     # The monitoring line of the completed create went through the handler (wiring check).
     def monitored() -> bool:
@@ -150,7 +151,7 @@ async def test_tokens_are_captured_per_command_and_deleted_at_delete_complete(
     async def probe() -> bool:
         return monitored()
 
-    await api.eventually(probe, what="the monitoring line")
+    await api.eventually(probe, within=PIPELINE_DEADLINE_S, what="the monitoring line")
 
     # No token anywhere else: events, read models, inboxes, Kafka, log records.
     tokens = [create_token, update_token, delete_token, other]
@@ -170,7 +171,7 @@ async def test_retry_captures_the_retrying_callers_token(api: Harness) -> None:
     user = api.user()
     deployment_id = (await api.create(user))["uuid"]
     await api.fail_create(deployment_id)
-    await api.wait_for_status(user, deployment_id, "CREATE_FAILED")
+    await wait_for_status(api, user, deployment_id, "CREATE_FAILED")
     token = user.token()
     response = await as_token(api, "POST", f"/deployments/{deployment_id}/retry", token)
     assert response.status_code == 202, response.text

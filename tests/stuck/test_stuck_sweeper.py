@@ -18,7 +18,7 @@ from domain.deployments import (
 from handlers.stuck_sweeper import SWEEPER, StuckSweeper
 from orchestrator.bootstrap import StuckCandidatesReader
 from tests.api.support import Harness
-from tests.callbacks.support import api_harness
+from tests.callbacks.support import api_harness, wait_for_status
 from tests.databases import TestDatabases
 from tests.oidc_issuer import LocalIssuer
 from tosca import TemplateValidator
@@ -48,12 +48,12 @@ async def test_in_progress_deployments_past_their_timeout_are_failed(api: Harnes
     await api.complete_create(done)
     deleting = (await api.create(user, timeoutMins=10))["uuid"]
     await api.complete_create(deleting)
-    await api.wait_for_status(user, deleting, "CREATE_COMPLETE")
+    await wait_for_status(api, user, deleting, "CREATE_COMPLETE")
     response = await api.request("DELETE", f"/deployments/{deleting}", user)
     assert response.status_code == 204, response.text
-    await api.wait_for_status(user, deleting, "DELETE_IN_PROGRESS")
-    await api.wait_for_status(user, short, "CREATE_IN_PROGRESS")
-    await api.wait_for_status(user, done, "CREATE_COMPLETE")
+    await wait_for_status(api, user, deleting, "DELETE_IN_PROGRESS")
+    await wait_for_status(api, user, short, "CREATE_IN_PROGRESS")
+    await wait_for_status(api, user, done, "CREATE_COMPLETE")
     start = datetime.now(UTC)
 
     # Nothing is stuck yet.
@@ -75,7 +75,7 @@ async def test_in_progress_deployments_past_their_timeout_are_failed(api: Harnes
     recorded = await api.system.store.read_stream(stream_id(deleting))
     assert recorded[-1].metadata.actor_subject == SWEEPER.subject
     # The view follows; the legacy API shows the reason.
-    shown = await api.wait_for_status(user, short, "CREATE_FAILED")
+    shown = await wait_for_status(api, user, short, "CREATE_FAILED")
     assert shown["statusReason"] == (await api.state(short)).status_reason
 
     # Past the default: the one without timeoutMins; the completed one is never touched.
