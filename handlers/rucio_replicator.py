@@ -189,6 +189,8 @@ class RucioReplicator:
                 state, _ = await self.commands.load(rep.replication_stream(replication_id),
                                                     REPLICATION_DECIDER)
                 if state.settled:
+                    if nudge.is_set():
+                        continue  # an event arrived while we were reading: look again
                     return
                 progressed = await self._step(state)
             except asyncio.CancelledError:

@@ -68,12 +68,12 @@ class DataHarness:
         return [event.type for event in await self.system.store.read_stream(stream_id)]
 
     async def wait_replication(self, replication_id: str, what: str, done: Any,
-                               within_s: float = 60.0) -> rep.ReplicationState:
+                               within_s: float = 120.0) -> rep.ReplicationState:
         return await poll(f"replication {replication_id}: {what}",
                           lambda: self.replication(replication_id), done, within_s=within_s)
 
     async def wait_deployment(self, deployment_id: str, what: str, done: Any,
-                              within_s: float = 60.0) -> dep.DeploymentState:
+                              within_s: float = 120.0) -> dep.DeploymentState:
         return await poll(f"deployment {deployment_id}: {what}",
                           lambda: self.deployment(deployment_id), done, within_s=within_s)
 

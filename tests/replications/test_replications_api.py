@@ -23,7 +23,7 @@ async def wait_json(data: DataHarness, user: Any, replication_id: str, what: str
     response = await poll(
         f"GET replication {replication_id}: {what}",
         lambda: data.request("GET", f"/data/replications/{replication_id}", user),
-        lambda r: r.status_code == 200 and done(r.json()), within_s=60)
+        lambda r: r.status_code == 200 and done(r.json()), within_s=120)
     body: dict[str, Any] = response.json()
     return body
 
@@ -88,7 +88,7 @@ async def test_list_cancel_and_visibility(data: DataHarness, fx_rucio: RucioClie
     assert (await data.request("GET", "/data/replications/", None)).status_code == 401
 
     listed = await poll("listed", lambda: data.request("GET", "/data/replications", alice),
-                        lambda r: r.json()["page"]["totalElements"] == 1)
+                        lambda r: r.json()["page"]["totalElements"] == 1, within_s=120)
     assert [item["uuid"] for item in listed.json()["content"]] == [replication_id]
     assert (await data.request("GET", "/data/replications", bob)).json()["content"] == []
 

@@ -93,7 +93,7 @@ async def test_rucio_unavailable_is_retried_then_exactly_one_rule_is_made(
         async def count() -> int:
             return retries()
 
-        await poll("three failed tries", count, lambda n: n >= 3)
+        await poll("three failed tries", count, lambda n: n >= 3, within_s=120)
         await replicator.close()
     assert "password" not in caplog.text and fx_rucio_peer.password not in caplog.text
     waiting = await bare.replication(replication_id)
@@ -142,7 +142,7 @@ async def test_a_crash_after_rucio_made_the_rule_leaves_exactly_one_rule(
         async def running() -> list[str]:
             return first.driving()
 
-        await poll("the first replicator died", running, lambda ids: ids == [])
+        await poll("the first replicator died", running, lambda ids: ids == [], within_s=120)
         [orphan] = crashing.created
     assert await bare.event_types(rep.replication_stream(replication_id)) == [
         "replication.requested"]
@@ -174,7 +174,7 @@ async def test_a_restarted_replicator_resumes_unsettled_replications(
     index = ReplicationsReader(bare.system.engine)
     await request(bare, fx_scenario, replication_id)
     await poll("the view lists it as unsettled", index.unsettled,
-               lambda ids: replication_id in ids)
+               lambda ids: replication_id in ids, within_s=120)
     replicator = RucioReplicator(bare.system.commands, fx_rucio, index, follow=FAST)
     stop = asyncio.Event()
     running = asyncio.create_task(replicator.run_background(stop))
