@@ -49,6 +49,9 @@ log = logging.getLogger("orchestrator.credentials")
 USER_TOKEN = "user-token"
 """The ``kind`` under which a deployment's user tokens are stored."""
 
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+REFRESH_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:refresh_token"
 _NONCE_BYTES = 12
 _KEY_SIZES = (16, 24, 32)
 
@@ -287,19 +290,25 @@ class OidcTokenRefresher:
                  ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport,
-                                       follow_redirects=False)
+        self.timeout = timeout
+        self._transport = transport
         self._token_endpoints: dict[str, str] = {}
 
+    def _http(self) -> httpx.AsyncClient:
+        # One client per call: refreshes are rare, and nothing is left to close.
+        return httpx.AsyncClient(timeout=self.timeout, transport=self._transport,
+                                 follow_redirects=False)
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Nothing to release (kept for callers that manage a lifetime)."""
 
     async def _token_endpoint(self, issuer: str) -> str:
         endpoint = self._token_endpoints.get(issuer)
         if endpoint is None:
             url = issuer.rstrip("/") + "/.well-known/openid-configuration"
             try:
-                response = await self._http.get(url)
+                async with self._http() as http:
+                    response = await http.get(url)
                 response.raise_for_status()
                 endpoint = response.json().get("token_endpoint")
             except (httpx.HTTPError, ValueError) as error:
@@ -311,21 +320,40 @@ class OidcTokenRefresher:
             self._token_endpoints[issuer] = endpoint
         return endpoint
 
-    async def refresh(self, tokens: TokenSet) -> TokenSet:
-        if tokens.refresh_token is None or tokens.issuer is None:
-            raise CredentialUnavailable("no refresh token was captured for this deployment")
-        endpoint = await self._token_endpoint(tokens.issuer)
-        form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
-        auth: tuple[str, str] | None = None
+    def _client(self, form: dict[str, str]) -> tuple[str, str] | None:
+        """HTTP Basic for a confidential client; a public one names itself in the form."""
         if self.client_id and self.client_secret:
-            auth = (self.client_id, self.client_secret)
-        elif self.client_id:
+            return (self.client_id, self.client_secret)
+        if self.client_id:
             form["client_id"] = self.client_id
+        return None
+
+    async def exchange(self, access_token: str) -> str:
+        """RFC 8693: the user's access token for an offline refresh token (what the Java
+        orchestrator did on every mutation); CredentialUnavailable when refused."""
+        issuer = token_set(access_token).issuer
+        if issuer is None:
+            raise CredentialUnavailable("the access token names no issuer")
+        endpoint = await self._token_endpoint(issuer)
+        form = {"grant_type": TOKEN_EXCHANGE, "subject_token": access_token,
+                "subject_token_type": ACCESS_TOKEN_TYPE,
+                "requested_token_type": REFRESH_TOKEN_TYPE, "scope": "openid offline_access"}
+        answer = await self._post(endpoint, form, issuer, "exchange")
+        refresh_token = answer.get("refresh_token")
+        if not isinstance(refresh_token, str) or not refresh_token:
+            raise CredentialUnavailable(
+                f"the issuer {issuer} exchanged the token without a refresh token")
+        return refresh_token
+
+    async def _post(self, endpoint: str, form: dict[str, str], issuer: str,
+                    what: str) -> dict[str, Any]:
+        auth = self._client(form)
         try:
-            response = await self._http.post(endpoint, data=form, auth=auth)
+            async with self._http() as http:
+                response = await http.post(endpoint, data=form, auth=auth)
         except httpx.HTTPError as error:
             raise CredentialUnavailable(
-                f"the token endpoint of {tokens.issuer} did not answer: "
+                f"the token endpoint of {issuer} did not answer: "
                 f"{type(error).__name__}") from None
         if response.status_code != 200:
             # The error code only (RFC 6749 5.2): descriptions may echo request values.
@@ -335,15 +363,26 @@ class OidcTokenRefresher:
             except ValueError:
                 pass
             raise CredentialUnavailable(
-                f"the issuer {tokens.issuer} refused to refresh the user's token "
+                f"the issuer {issuer} refused to {what} the user's token "
                 f"({response.status_code}{' ' + code if code else ''})")
         try:
             answer = response.json()
-            access_token = answer["access_token"]
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise CredentialUnavailable(f"the token endpoint of {issuer} answered no JSON object")
+        return answer
+
+    async def refresh(self, tokens: TokenSet) -> TokenSet:
+        if tokens.refresh_token is None or tokens.issuer is None:
+            raise CredentialUnavailable("no refresh token was captured for this deployment")
+        endpoint = await self._token_endpoint(tokens.issuer)
+        form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
+        answer = await self._post(endpoint, form, tokens.issuer, "refresh")
+        access_token = answer.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
             raise CredentialUnavailable(
-                f"the token endpoint of {tokens.issuer} answered without an access token"
-            ) from None
+                f"the token endpoint of {tokens.issuer} answered without an access token")
         refreshed = token_set(str(access_token), answer.get("refresh_token")
                               or tokens.refresh_token)
         if refreshed.expires_at is None and isinstance(answer.get("expires_in"), int):
@@ -364,11 +403,20 @@ class CredentialCapture:
     the deployment fails later, when a handler needs the credential, with a clear reason.
     """
 
-    def __init__(self, store: CredentialStore) -> None:
+    def __init__(self, store: CredentialStore,
+                 exchanger: OidcTokenRefresher | None = None) -> None:
         self.store = store
+        # With an exchanger (ORCH_CREDENTIAL_TOKEN_EXCHANGE), a refresh token is obtained
+        # by RFC 8693 token exchange when the client sent none (the legacy behaviour).
+        self.exchanger = exchanger
 
     async def capture(self, deployment_id: str, access_token: str, *,
                       refresh_token: str | None = None) -> None:
+        if refresh_token is None and self.exchanger is not None:
+            try:
+                refresh_token = await self.exchanger.exchange(access_token)
+            except CredentialUnavailable as error:
+                log.warning("no refresh token for deployment %s: %s", deployment_id, error)
         try:
             await self.store.put_tokens(deployment_id, token_set(access_token, refresh_token))
         except CredentialUnavailable as error:

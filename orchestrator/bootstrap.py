@@ -787,11 +787,12 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
     credential_store = credentials.CredentialStore(
         engine, credentials.CredentialKeys.parse(settings.credential_keys)
         if settings.credential_keys else None)
-    credential_capture = credentials.CredentialCapture(credential_store)
+    token_client = credentials.OidcTokenRefresher(
+        client_id=settings.oidc_client_id, client_secret=settings.oidc_client_secret)
+    credential_capture = credentials.CredentialCapture(
+        credential_store, token_client if settings.credential_token_exchange else None)
     # The IM deployer's UserCredentials port.
-    user_credentials = credentials.DeploymentCredentials(
-        credential_store, credentials.OidcTokenRefresher(
-            client_id=settings.oidc_client_id, client_secret=settings.oidc_client_secret))
+    user_credentials = credentials.DeploymentCredentials(credential_store, token_client)
     supporting_handlers: list[tuple[Handler, list[str]]] = [
         (credentials.CredentialCleanup(credential_store), ["deployment"]),
         (callbacks.CallbackNotifier(engine, CallbackDocuments(store, registry),

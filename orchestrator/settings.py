@@ -45,6 +45,9 @@ Variables (default in brackets):
   first seals, all of them open (rotation: put the new key first, keep the old ones).
 - ORCH_OIDC_CLIENT_ID, ORCH_OIDC_CLIENT_SECRET [unset]: the orchestrator's OIDC client,
   used to refresh captured user tokens at the issuer's token endpoint.
+- ORCH_CREDENTIAL_TOKEN_EXCHANGE [false]: on each accepted command, exchange the
+  caller's access token for a refresh token (RFC 8693, as the Java orchestrator did),
+  so work outlives the access token; needs ORCH_OIDC_CLIENT_ID.
 - ORCH_CALLBACK_ATTEMPTS [5], ORCH_CALLBACK_TIMEOUT_S [10], ORCH_CALLBACK_BACKOFF_S [1]:
   deployment callbacks: tries, per-try timeout, first wait (doubled each time, max 60 s).
 - ORCH_CALLBACK_SECRET [unset]: when set, callbacks carry an HMAC-SHA256 signature header.
@@ -203,6 +206,7 @@ class Settings(msgspec.Struct, kw_only=True):
     credential_keys: str | None = None  # secret: never log Settings
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = None
+    credential_token_exchange: bool = False
     callback_attempts: int = 5
     callback_timeout_s: float = 10.0
     callback_backoff_s: float = 1.0
@@ -254,6 +258,7 @@ class Settings(msgspec.Struct, kw_only=True):
             credential_keys=env("ORCH_CREDENTIAL_KEYS"),
             oidc_client_id=env("ORCH_OIDC_CLIENT_ID"),
             oidc_client_secret=env("ORCH_OIDC_CLIENT_SECRET"),
+            credential_token_exchange=_flag("ORCH_CREDENTIAL_TOKEN_EXCHANGE", False),
             callback_attempts=int(env("ORCH_CALLBACK_ATTEMPTS", "5") or 5),
             callback_timeout_s=float(env("ORCH_CALLBACK_TIMEOUT_S", "10") or 10),
             callback_backoff_s=float(env("ORCH_CALLBACK_BACKOFF_S", "1") or 1),

@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 DEFAULT_SCOPE = "openid profile email offline_access"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "256": hashes.SHA256,
@@ -352,6 +353,21 @@ class LocalIssuer:
             self.token_clients.append(client)
         if self.token_status != 200:
             return self.token_status, {"error": "temporarily_unavailable"}
+        if form.get("grant_type") == TOKEN_EXCHANGE:
+            # RFC 8693 for an offline refresh token, as INDIGO IAM does: the subject token
+            # must be one of this issuer's (its signature is not checked here).
+            subject = form.get("subject_token", "")
+            try:
+                payload = subject.split(".")[1]
+                claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            except (IndexError, ValueError):
+                return 400, {"error": "invalid_request"}
+            if claims.get("iss") != self.issuer:
+                return 400, {"error": "invalid_grant"}
+            kept = {k: claims[k] for k in ("sub", "groups", "aud", "scope") if k in claims}
+            return 200, {"access_token": self.mint(kept), "token_type": "Bearer",
+                         "expires_in": 300, "refresh_token": self.issue_refresh_token(kept),
+                         "issued_token_type": "urn:ietf:params:oauth:token-type:refresh_token"}
         if form.get("grant_type") != "refresh_token":
             return 400, {"error": "unsupported_grant_type"}
         with self._lock:

@@ -207,3 +207,32 @@ async def test_refresh_failures_are_clean_reasons(engine: AsyncEngine,
             issuer.token_status = 200
     finally:
         await refresher.aclose()
+
+
+async def test_capture_exchanges_the_token_for_a_refresh_token_when_configured(
+        engine: AsyncEngine, issuer: LocalIssuer, caplog: pytest.LogCaptureFixture) -> None:
+    store = CredentialStore(engine, CredentialKeys.parse(CredentialKeys.generate("k")))
+    exchanger = OidcTokenRefresher(client_id="orchestrator-client")
+    capture = CredentialCapture(store, exchanger)
+    expiring = issuer.mint({"sub": "alice", "groups": ["g1"]}, lifetime=60)
+    await capture.capture(DEPLOYMENT, expiring)
+    stored = await store.get_tokens(DEPLOYMENT)
+    assert stored is not None and stored.access_token == expiring
+    assert stored.refresh_token is not None and stored.refresh_token.startswith("rt-")
+    # The exchanged refresh token works: the expiring access token is refreshed.
+    fresh = await DeploymentCredentials(store, exchanger).access_token(DEPLOYMENT)
+    assert fresh not in (None, expiring)
+
+    # The issuer refuses the exchange: the access token alone is kept, with a warning that
+    # names the refusal and not the token.
+    issuer.token_status = 503
+    try:
+        other = issuer.mint({"sub": "alice"}, lifetime=3600)
+        await capture.capture(DEPLOYMENT, other)
+    finally:
+        issuer.token_status = 200
+    stored = await store.get_tokens(DEPLOYMENT)
+    assert stored is not None and stored.access_token == other
+    assert stored.refresh_token is None
+    [warning] = [r for r in caplog.records if "no refresh token" in r.getMessage()]
+    assert "503" in warning.getMessage() and other not in warning.getMessage()
