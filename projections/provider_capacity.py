@@ -16,6 +16,7 @@ sample arrive on different streams, in any relative order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,12 +123,18 @@ class ProviderCapacityProjection:
 projection = ProviderCapacityProjection()
 
 
+@functools.lru_cache(maxsize=8)
+def _query_tables(version: int) -> list[Table]:
+    """The same Table objects for every read of a build (SQLAlchemy's statement cache)."""
+    return projection.tables(version)
+
+
 async def site_capacity(conn: AsyncConnection, version: int, *, provider_id: str,
                         region: str | None = None,
                         project_id: str | None = None) -> list[dict[str, Any]]:
     """Limits and usage rows of a provider (optionally one region and/or project): one row
     per record, ``kind`` ``limit``, ``per_user`` or ``usage``, with when it was reported."""
-    limits, usage = projection.tables(version)
+    limits, usage = _query_tables(version)
     found: list[dict[str, Any]] = []
     for table, kind in ((limits, None), (usage, "usage")):
         query = select(table).where(table.c.provider_id == provider_id)

@@ -22,6 +22,7 @@ stream's events in order and skips redeliveries, so no per-row version is needed
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -441,6 +442,13 @@ _APPLIERS: dict[type[ProviderEvent], Applier] = {
 # ---------------------------------------------------------------- queries
 
 
+@functools.lru_cache(maxsize=8)
+def _query_tables(version: int) -> _Tables:
+    """The same Table objects for every query of a build: SQLAlchemy caches compiled
+    statements by them, and building seven tables per read costs more than the read."""
+    return _Tables(projection.tables(version))
+
+
 def _rows(result: Any) -> list[dict[str, Any]]:
     # str(): column names come as sqlalchemy's quoted_name, a str subclass msgspec refuses
     return [{str(k): v for k, v in row._mapping.items()} for row in result]
@@ -449,7 +457,7 @@ def _rows(result: Any) -> list[dict[str, Any]]:
 async def list_providers(conn: AsyncConnection, version: int,
                          provider_id: str | None = None) -> list[dict[str, Any]]:
     """The status board: every provider with its catalogue counts and failing scopes."""
-    t = _Tables(projection.tables(version))
+    t = _query_tables(version)
     p = t.providers
 
     def count(table: Table, *where: Any) -> Any:
@@ -470,11 +478,13 @@ async def list_providers(conn: AsyncConnection, version: int,
     return _rows(await conn.execute(query))
 
 
-async def list_sites(conn: AsyncConnection, version: int, *, issuer: str,
-                     group: str) -> list[dict[str, Any]]:
+async def list_sites(conn: AsyncConnection, version: int, *, issuer: str, group: str,
+                     provider_id: str | None = None,
+                     region: str | None = None) -> list[dict[str, Any]]:
     """The sites ``group`` of ``issuer`` may use: one row per (SLA, project, region) where
-    the project has quota limits or a scanned scope, with the provider and region."""
-    t = _Tables(projection.tables(version))
+    the project has quota limits or a scanned scope, with the provider and region
+    (optionally only those of one provider, or one site)."""
+    t = _query_tables(version)
     s, sc, p, r, pr = t.slas, t.scopes, t.providers, t.regions, t.projects
     project = func.unnest(s.c.projects).table_valued("project_id").render_derived(
         name="sla_project")
@@ -499,6 +509,10 @@ async def list_sites(conn: AsyncConnection, version: int, *, issuer: str,
         .where(s.c.issuer == issuer, s.c.user_group == group)
         .order_by(p.c.provider_id, sc.c.region, sc.c.project_id, s.c.sla_id)
     )
+    if provider_id is not None:
+        query = query.where(s.c.provider_id == provider_id)
+    if region is not None:
+        query = query.where(sc.c.region == region)
     return _rows(await conn.execute(query))
 
 
@@ -507,7 +521,7 @@ async def site_items(conn: AsyncConnection, version: int, kind: str, *, provider
     """Flavours (``kind="flavors"``, sorted by gpus, vcpus, ram, disk, name) or images
     (sorted by distribution, version, newest first) of one region that ``project_id`` sees:
     shared ones and private ones listing the project."""
-    t = _Tables(projection.tables(version))
+    t = _query_tables(version)
     table = t.flavors if kind == "flavors" else t.images
     query = select(table).where(
         table.c.provider_id == provider_id, table.c.region == region,
@@ -525,7 +539,7 @@ async def site_items(conn: AsyncConnection, version: int, kind: str, *, provider
 async def list_scopes(conn: AsyncConnection, version: int, *, provider_id: str,
                       region: str | None = None) -> list[dict[str, Any]]:
     """Scan outcomes per scope of a provider (optionally one region)."""
-    t = _Tables(projection.tables(version))
+    t = _query_tables(version)
     query = select(t.scopes).where(t.scopes.c.provider_id == provider_id)
     if region is not None:
         query = query.where(t.scopes.c.region == region)
@@ -535,7 +549,7 @@ async def list_scopes(conn: AsyncConnection, version: int, *, provider_id: str,
 async def provider_for_registry_name(conn: AsyncConnection, version: int, name: str,
                                      provider_type: str) -> str | None:
     """The provider id whose registry alias is ``name`` (case-insensitive), if any."""
-    t = _Tables(projection.tables(version))
+    t = _query_tables(version)
     p = t.providers
     alias = func.jsonb_array_elements(p.c.aliases).table_valued(column("value", JSONB)).alias(
         "alias")

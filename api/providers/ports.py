@@ -127,7 +127,10 @@ class ProviderReadModel(Protocol):
 
     async def provider(self, provider_id: str) -> ProviderRow | None: ...
 
-    async def sites(self, *, issuer: str, group: str) -> list[SiteRow]: ...
+    async def sites(self, *, issuer: str, group: str, provider_id: str | None = None,
+                    region: str | None = None) -> list[SiteRow]:
+        """The group's sites (optionally of one provider, or one site)."""
+        ...
 
     async def flavors(self, *, provider_id: str, region: str,
                       project_id: str) -> list[FlavorRow]:

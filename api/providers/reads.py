@@ -16,6 +16,7 @@ provider read models only (eventually consistent with the log).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -315,10 +316,12 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
-async def _group_sites(providers: ProvidersApi, principal: Principal,
-                       group: str) -> list[SiteRow]:
+async def _group_sites(providers: ProvidersApi, principal: Principal, group: str,
+                       provider_id: str | None = None,
+                       region: str | None = None) -> list[SiteRow]:
     check_group(principal, group)
-    rows = await providers.reads.sites(issuer=principal.issuer, group=group.removeprefix("/"))
+    rows = await providers.reads.sites(issuer=principal.issuer, group=group.removeprefix("/"),
+                                       provider_id=provider_id, region=region)
     return [r for r in rows if r.status != "removed"]
 
 
@@ -326,7 +329,8 @@ async def _site(providers: ProvidersApi, principal: Principal, group: str, site:
                 project: str | None) -> SiteRow:
     """The group's site (with the project it uses there); 404 when it is not one."""
     provider_id, region = parse_site(site)
-    candidates = [r for r in await _group_sites(providers, principal, group)
+    candidates = [r for r in await _group_sites(providers, principal, group, provider_id,
+                                                region)
                   if r.provider_id == provider_id and r.region == region
                   and (project is None or r.project_id == project)]
     if not candidates:
@@ -383,10 +387,11 @@ class GroupSitesController(Controller):
                            site: PathStr, project: SiteProject = None) -> FlavorsJson:
         """Flavours the group's project sees at the site, sorted, marked over quota."""
         row = await _site(providers, principal, group, site, project)
-        flavors = await providers.reads.flavors(provider_id=row.provider_id, region=row.region,
-                                                project_id=row.project_id)
-        quotas = await providers.reads.quotas(provider_id=row.provider_id, region=row.region,
-                                              project_id=row.project_id)
+        flavors, quotas = await asyncio.gather(
+            providers.reads.flavors(provider_id=row.provider_id, region=row.region,
+                                    project_id=row.project_id),
+            providers.reads.quotas(provider_id=row.provider_id, region=row.region,
+                                   project_id=row.project_id))
         room = headroom(quotas, row.region, row.project_id)
         shown = []
         for f in flavors:
