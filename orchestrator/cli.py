@@ -251,6 +251,29 @@ async def _airanker_dataset(args: argparse.Namespace, settings: Settings) -> int
 # ---- end provider ranking
 
 
+# ---- credential store (issue 5 supporting)
+async def _credentials_reseal(args: argparse.Namespace, settings: Settings) -> int:
+    """After a key rotation: re-seal every credential under the current key."""
+    from handlers.credentials import CredentialUnavailable
+
+    system = await bootstrap.build(settings)
+    try:
+        assert system.user_credentials is not None
+        store = system.user_credentials.store
+        keys = store.require_keys()
+        total = 0
+        while (resealed := await store.reseal()) > 0:
+            total += resealed
+    except CredentialUnavailable as error:
+        print(f"orchestrator credentials-reseal: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await system.close()
+    print(f"{total} credential(s) re-sealed under key {keys.current_id!r}")
+    return 0
+# ---- end credential store
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -283,6 +306,9 @@ def parser() -> argparse.ArgumentParser:
     dataset_cmd.add_argument("--after", type=int, default=0,
                              help="only rows produced after this log position")
     dataset_cmd.add_argument("--limit", type=int, default=10000)
+    commands.add_parser(  # credential store (issue 5 supporting)
+        "credentials-reseal",
+        help="re-seal stored credentials under the current ORCH_CREDENTIAL_KEYS key")
     # ---- development OIDC issuer
     token = commands.add_parser(
         "dev-token", help="a token from the development issuer (server run with "
@@ -314,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     action: Any = {"run": _run, "rebuild": _rebuild, "dead-letters": _dead_letters,
                    "verify": _verify, "export": _export,
                    "replay": _replay,  # replay: issue 7
-                   "airanker-dataset": _airanker_dataset}[args.command]  # issue 4
+                   "airanker-dataset": _airanker_dataset,  # issue 4
+                   "credentials-reseal": _credentials_reseal}[args.command]  # issue 5
     try:
         with contextlib.suppress(KeyboardInterrupt):
             return int(asyncio.run(action(args, settings)))
