@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable, Container
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -447,7 +448,8 @@ class DeploymentCredentials:
         self.refresh_margin = refresh_margin
         self.capture_grace = capture_grace
         self.clock = clock
-        self._locks: dict[str, asyncio.Lock] = {}
+        # A fixed set of locks, a deployment's chosen by its id: bounded memory.
+        self._locks = [asyncio.Lock() for _ in range(64)]
 
     async def _load(self, deployment_id: str) -> TokenSet | None:
         self.store.require_keys()  # no key: fail now, not "no credential captured"
@@ -467,7 +469,7 @@ class DeploymentCredentials:
 
     def _lock(self, deployment_id: str) -> asyncio.Lock:
         # One refresh at a time per deployment: refresh tokens may be single-use.
-        return self._locks.setdefault(deployment_id, asyncio.Lock())
+        return self._locks[zlib.crc32(deployment_id.encode()) % len(self._locks)]
 
     async def access_token(self, deployment_id: str) -> str | None:
         async with self._lock(deployment_id):
