@@ -85,6 +85,7 @@ _HANDLED = (DeploymentRequested, DeploymentUpdateRequested, DeploymentDeletionRe
 DIMENSIONS = ("owner_issuer", "owner_subject", "user_group", "template_type", "provider_id",
               "provider_name", "region")
 """Key columns every bucket table shares (then ``day``, then the table's own keys)."""
+ISSUER_DIMENSIONS = tuple(d for d in DIMENSIONS if d != "owner_subject")
 
 FAILED = frozenset({S.CREATE_FAILED, S.UPDATE_FAILED, S.DELETE_FAILED})
 
@@ -321,13 +322,23 @@ class StatisticsProjection:
             Column("reason", Text, primary_key=True),
             Column("failures", BigInteger, nullable=False),
         )
+        # The activity deltas again without the owner: what admins' "active" and
+        # "resources" views read (they sum every delta before the range, and the owner is
+        # the dimension that multiplies rows).
+        issuer_activity = Table(
+            f"{NAME}_issuer_activity_v{version}", metadata,
+            *(Column(name, Text, primary_key=True) for name in ISSUER_DIMENSIONS),
+            *(Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+              for c in activity.c if c.name not in DIMENSIONS))
         # Every query is one issuer's day range (admins), or one owner's (users; their
         # groups' rows come from the issuer range with a group filter).
         for table in (created, activity, outcomes, failures):
             Index(f"{table.name}_issuer_day", table.c.owner_issuer, table.c.day)
             Index(f"{table.name}_owner_day", table.c.owner_issuer, table.c.owner_subject,
                   table.c.day)
-        return [deployments, created, activity, outcomes, failures]
+        Index(f"{issuer_activity.name}_issuer_day", issuer_activity.c.owner_issuer,
+              issuer_activity.c.day)
+        return [deployments, created, activity, outcomes, failures, issuer_activity]
 
     async def apply(self, conn: AsyncConnection, event: RecordedEvent, decoded: Any,
                     tables: Sequence[Table]) -> None:
@@ -336,7 +347,7 @@ class StatisticsProjection:
     async def apply_batch(self, conn: AsyncConnection,
                           items: Sequence[tuple[RecordedEvent, Any]],
                           tables: Sequence[Table]) -> None:
-        deployments, created, activity, outcomes, failures = tables
+        deployments, created, activity, outcomes, failures, issuer_activity = tables
         ids = sorted({decoded.deployment_id for _, decoded in items})
         if not ids:
             return
@@ -365,9 +376,14 @@ class StatisticsProjection:
                           {n: "EXCLUDED" for n in names if n != "id"})
         await _upsert_sums(driver, created, changes.created,
                            ("deployments", "vcpus", "ram_mb", "gpus"), ("day", "status"))
-        await _upsert_sums(driver, activity, changes.activity,
-                           ("active", "vcpus", "ram_mb", "gpus", "vcpus_moment",
-                            "ram_mb_moment", "gpus_moment"), ("day",))
+        activity_values = ("active", "vcpus", "ram_mb", "gpus", "vcpus_moment",
+                           "ram_mb_moment", "gpus_moment")
+        await _upsert_sums(driver, activity, changes.activity, activity_values, ("day",))
+        per_issuer: dict[tuple[Any, ...], list[int]] = {}
+        for key, amounts in changes.activity.items():
+            _add(per_issuer, (key[0], *key[2:]), amounts)
+        await _upsert_sums(driver, issuer_activity, per_issuer, activity_values, ("day",),
+                           dimensions=ISSUER_DIMENSIONS)
         await _upsert_sums(driver, outcomes, changes.outcomes,
                            ("succeeded", "failed", "total_us", "min_us", "max_us"), ("day",))
         await _upsert_sums(driver, failures, {k: [v] for k, v in changes.failures.items()},
@@ -421,23 +437,21 @@ async def _upsert(driver: Any, table: Table, keys: Sequence[str], rows: list[lis
         *arrays)
 
 
-def _key_names(extra: Sequence[str]) -> list[str]:
-    return [*DIMENSIONS, *extra]
-
-
 async def _upsert_sums(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]],
-                       values: Sequence[str], extra_keys: Sequence[str]) -> None:
-    if not sums:
-        return
-    keys = _key_names(extra_keys)
+                       values: Sequence[str], extra_keys: Sequence[str], *,
+                       dimensions: Sequence[str] = DIMENSIONS) -> None:
+    keys = [*dimensions, *extra_keys]
     order = [c.name for c in table.c]
     rows = []
     # Sorted keys: concurrent batches lock rows in the same order (no deadlocks).
     for key, amounts in sorted(sums.items(), key=itemgetter(0)):
+        if not any(amounts):
+            continue  # e.g. a status left and re-entered in one batch: no empty rows
         by_name = {**dict(zip(keys, key, strict=True)), **dict(zip(values, amounts,
                                                                     strict=True))}
         rows.append([by_name[name] for name in order])
-    await _upsert(driver, table, keys, rows, {v: _MERGE.get(v, "add") for v in values})
+    if rows:
+        await _upsert(driver, table, keys, rows, {v: _MERGE.get(v, "add") for v in values})
 
 
 def _sortable(key: tuple[Any, ...]) -> tuple[str, ...]:
@@ -533,6 +547,15 @@ def _tables(version: int, schema: str | None) -> list[Table]:
     return versioned_tables(projection, version, schema=schema)
 
 
+def _activity_table(version: int, schema: str | None, f: StatisticsFilter,
+                    group_by: Sequence[str]) -> Table:
+    """The owner-less rollup unless the query scopes, filters or groups by owner."""
+    tables = _tables(version, schema)
+    if f.owner_subject is None and f.owner is None and "owner" not in group_by:
+        return tables[5]
+    return tables[2]
+
+
 def _order(period: Any, groups: Sequence[Any]) -> list[Any]:
     return [period, *groups]
 
@@ -592,7 +615,7 @@ async def active_deployments(conn: AsyncConnection, version: int, f: StatisticsF
                              today: date, schema: str | None = None) -> list[dict[str, Any]]:
     """Deployments active (and the resources they hold) at the end of each period's last
     day; ``interval=total`` with no range gives "active now"."""
-    activity = _tables(version, schema)[2]
+    activity = _activity_table(version, schema, f, group_by)
     end = min(f.end or today, today)
     start = f.start or end
     if start > end:
@@ -631,7 +654,7 @@ async def resource_hours(conn: AsyncConnection, version: int, f: StatisticsFilte
                          schema: str | None = None) -> list[dict[str, Any]]:
     """vCPU-, RAM-GB- and GPU-hours held by active deployments within [start, end] (whole
     UTC days, clipped to ``now``)."""
-    activity = _tables(version, schema)[2]
+    activity = _activity_table(version, schema, f, group_by)
     today = now.astimezone(UTC).date()
     end_day = f.end or today
     start_day = f.start or date(1970, 1, 1)

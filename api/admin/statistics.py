@@ -144,7 +144,7 @@ class AdminStatisticsController(Controller):
          + " `owner` restricts to one owner subject; `replay` reads an audit replay "
            "schema (see /v1/admin/audit/replay).")
     async def statistics(
-        self, request: AnyRequest, legacy: Legacy, principal: Caller,
+        self, request: AnyRequest, principal: Caller,
         statistics_reader: StatisticsDependency, view: str,
         start: Annotated[str | None, QueryParameter(name="from")] = None,
         end: Annotated[str | None, QueryParameter(name="to")] = None,

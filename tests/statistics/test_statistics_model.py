@@ -145,6 +145,23 @@ async def _active(conn: Any, f: stats.StatisticsFilter, oracle: Oracle, issuer: 
                 expected[(day, *dims[1:])] = values
         day += timedelta(days=1)
     assert got == expected
+    # without the owner dimension an admin's view reads the per-issuer rollup
+    rows = await stats.active_deployments(conn, 1, window, group_by=["group", "provider"],
+                                          interval="week", today=LAST_DAY)
+    weekly: dict[tuple[Any, ...], list[int]] = {}
+    for row in rows:
+        weekly[(row["at"], *_key(row, "user_group", "provider_id", "provider_name"))] = [
+            row["active"], row["vcpus"], row["ram_mb"], row["gpus"]]
+    rolled: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for at, *_ in weekly:
+        for dims, values in oracle.active_at(at).items():
+            if dims[0] == issuer:
+                row = rolled[(at, dims[2], dims[4], dims[5])]
+                for index, value in enumerate(values):
+                    row[index] += value
+    assert weekly == {k: v for k, v in rolled.items() if any(v)}
+    ends = {at for at, *_ in weekly}
+    assert all(at.weekday() == 6 or at == LAST_DAY for at in ends)
 
 
 async def _held(conn: Any, f: stats.StatisticsFilter, oracle: Oracle, issuer: str) -> None:
@@ -164,6 +181,16 @@ async def _held(conn: Any, f: stats.StatisticsFilter, oracle: Oracle, issuer: st
         assert got.keys() == expected.keys()
         for key, values in expected.items():
             assert got[key] == pytest.approx(values, rel=1e-9, abs=1e-9)
+        # the per-issuer rollup (no owner dimension) gives the same totals per template type
+        rows = await stats.resource_hours(conn, 1, window, group_by=["templateType"], now=NOW)
+        by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        for (_, _, template_type, *_), values in expected.items():
+            for index, value in enumerate(values):
+                by_type[template_type][index] += value
+        assert {r["template_type"] for r in rows} == set(by_type)
+        for row in rows:
+            assert (row["vcpu_hours"], row["ram_gb_hours"], row["gpu_hours"]) == pytest.approx(
+                tuple(by_type[row["template_type"]]), rel=1e-9, abs=1e-9)
 
 
 async def _outcomes(conn: Any, f: stats.StatisticsFilter, oracle: Oracle,
