@@ -7,7 +7,8 @@ bounded retries with exponential backoff, and an optional HMAC-SHA256 signature.
 
 - Reacts to ``deployment.completed`` (CREATE/UPDATE_COMPLETE), ``deployment.failed``
   (CREATE/UPDATE_FAILED), ``deployment.deleted`` (DELETE_COMPLETE) and
-  ``deployment.deletion_failed`` (DELETE_FAILED). The body is the deployment *as of that
+  ``deployment.deletion_failed`` (DELETE_FAILED), and ``deployment.status_reset`` (a reset
+  of a stuck operation to its ``*_FAILED`` status). The body is the deployment *as of that
   event* (a later change does not leak into an earlier callback), rendered by the API's
   shapes through the :class:`DeploymentDocuments` port the bootstrap implements.
 - A 2xx answer delivers. Connection errors, timeouts, 408, 429 and 5xx are retried,
@@ -46,6 +47,7 @@ TERMINAL_EVENTS = frozenset({
     "deployment.failed",
     "deployment.deleted",
     "deployment.deletion_failed",
+    "deployment.status_reset",  # PATCH: a stuck *_IN_PROGRESS set to *_FAILED
 })
 SIGNATURE_HEADER = "X-Orchestrator-Signature"
 EVENT_ID_HEADER = "X-Orchestrator-Event-Id"

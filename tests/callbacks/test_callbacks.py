@@ -157,6 +157,20 @@ async def test_every_terminal_status_of_the_lifecycle_is_posted_as_of_its_event(
     assert failed["statusReason"] == "the site did not answer"
 
 
+async def test_a_reset_of_a_stuck_operation_is_posted(
+        api: Harness, receiver: CallbackReceiver) -> None:
+    user = api.user()
+    deployment_id = (await api.create(user, callback=receiver.url("/cb-reset")))["uuid"]
+    await wait_for_status(api, user, deployment_id, "CREATE_IN_PROGRESS")
+    response = await api.request("PATCH", f"/deployments/{deployment_id}", user,
+                                 json={"status": "CREATE_FAILED"})
+    assert response.status_code == 204, response.text
+    [row] = await recorded(api, deployment_id, 1)
+    assert (row["status"], row["outcome"]) == ("CREATE_FAILED", "delivered")
+    [post] = receiver.posts("/cb-reset")
+    assert post.json()["status"] == "CREATE_FAILED"
+
+
 async def test_no_callback_url_no_post(api: Harness, receiver: CallbackReceiver) -> None:
     user = api.user()
     with_url = (await api.create(user, callback=receiver.url("/cb-marker")))["uuid"]
