@@ -125,8 +125,11 @@ class StuckSweeper:
         candidates = await self.candidates.stuck(
             now=self.clock(), default_timeout_mins=self.default_timeout_mins, limit=self.batch)
         for candidate in candidates:
-            if await self.fail_if_stuck(candidate.deployment_id):
-                failed.append(candidate.deployment_id)
+            try:
+                if await self.fail_if_stuck(candidate.deployment_id):
+                    failed.append(candidate.deployment_id)
+            except Exception:  # one unreadable stream must not stop the others
+                log.exception("stuck check of deployment %s failed", candidate.deployment_id)
         return failed
 
     async def run(self, stop: asyncio.Event) -> None:
