@@ -105,6 +105,8 @@ WAKING_EVENTS = frozenset({
     "deployment.scheduled", "deployment.update_requested", "deployment.deletion_requested",
     "deployment.resource_action_requested", "deployment.status_reset",
     "deployment.retry_requested", "deployment.data_ready",
+    # ended by someone else (stuck sweeper, reset, immediate deletion): stop polling
+    "deployment.failed", "deployment.deleted",
 })
 # IM VM state -> legacy node state.
 NODE_STATES = {
@@ -207,7 +209,7 @@ class ImDeployer:
     async def idle(self) -> None:
         """Until no driver runs (tests and shutdown)."""
         while any(not t.done() for t in self._drivers.values()):
-            await asyncio.gather(*self._drivers.values(), return_exceptions=True)
+            await asyncio.gather(*list(self._drivers.values()), return_exceptions=True)
 
     # ------------------------------------------------------------ background
     async def run_background(self, stop: asyncio.Event) -> None:
@@ -233,7 +235,7 @@ class ImDeployer:
     async def close(self) -> None:
         for task in self._drivers.values():
             task.cancel()
-        await asyncio.gather(*self._drivers.values(), return_exceptions=True)
+        await asyncio.gather(*list(self._drivers.values()), return_exceptions=True)
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -312,6 +314,10 @@ class ImDeployer:
                     pass
                 continue
             if not progressed and not wake.is_set():
+                # Nothing to do until the next event: forget the deployment (no await
+                # since the check, so no kick can slip in between).
+                self._drivers.pop(deployment_id, None)
+                self._wake.pop(deployment_id, None)
                 return
 
     async def _step(self, state: DeploymentState, wake: asyncio.Event) -> bool:

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,13 @@ class ImHarness(Harness):
             time.sleep(0.01)
             self.sites_file.write_text(yaml.safe_dump(sites_document(self.peer, **changes)))
 
+    async def eventually(self, probe: Callable[[], Awaitable[bool]], *, within: float = 300.0,
+                         what: str = "condition") -> None:
+        """As the API harness's, with a longer bound: the deployer hears of requests through
+        the relay and Kafka, which lag by minutes on a loaded 2-core machine (the bound only
+        stops a hang; nothing here asserts a duration)."""
+        await super().eventually(probe, within=within, what=what)
+
     async def schedule(self, deployment_id: str, *names: str) -> DeploymentState:
         state = await self.state(deployment_id)
         return await self.handle(RecordScheduling(
@@ -139,7 +146,7 @@ class ImHarness(Harness):
         return deployment_id
 
     async def until(self, deployment_id: str, done: Callable[[DeploymentState], bool], *,
-                    what: str, within: float = 60.0) -> DeploymentState:
+                    what: str, within: float = 300.0) -> DeploymentState:
         """The deployment's state (folded from its stream) once ``done`` holds."""
         deadline = time.monotonic() + within
         while True:

@@ -236,3 +236,34 @@ async def test_the_deployer_waits_for_the_input_data(im_system: ImHarness) -> No
     state = await h.until(deployment_id, lambda s: s.status == "CREATE_COMPLETE",
                           what="created once the data is ready")
     await _delete(h, deployment_id)
+
+
+async def test_reconcile_destroys_marked_orphans_and_leaves_foreign_ones(im_system: ImHarness
+                                                                        ) -> None:
+    h = im_system
+    assert h.deployer is not None and h.peer is not None
+    deployment_id = await h.create_direct(compute_template())
+    await h.schedule(deployment_id, "dummy-a")
+    state = await h.until(deployment_id, lambda s: s.status == "CREATE_COMPLETE",
+                          what="created")
+    recorded = state.attempts[0].infrastructure_id
+    marker = ("metadata:\n"
+              f"  orchestrator_instance: {h.deployer.settings.instance}\n"
+              f"  orchestrator_deployment: {deployment_id}\n"
+              "  orchestrator_attempt: 1\n")
+    auth = h.peer.auth()
+    async with ImClient(h.peer.url) as im:
+        # a second infrastructure for the same attempt (as if a crashed process had
+        # created it), and one that is not ours at all
+        duplicate = await im.create(auth, marker + compute_template(), asynchronous=False)
+        foreign = await im.create(auth, compute_template(), asynchronous=False)
+        try:
+            counts = await h.deployer.reconcile()
+            assert counts["destroyed"] >= 1
+            assert await h.infrastructures_of(deployment_id) == [recorded]
+            assert await im.exists(auth, foreign)
+            assert await im.exists(auth, recorded)
+            assert not await im.exists(auth, duplicate)
+        finally:
+            await im.destroy(auth, foreign)
+    await _delete(h, deployment_id)
