@@ -25,6 +25,12 @@ async def main(selected: set[str], repeats: int) -> None:
     if not selected or "e2e" in selected:
         url = await common.scratch_database("orch_bench_e2e")
         results.append(await pipeline_bench.run_e2e(url))
+    # deployments API and TOSCA validation (issue 3): a real server process, loaded by hey
+    if not selected or "api" in selected:
+        from bench import api_bench
+
+        url = await common.scratch_database("orch_bench_api")
+        results += await api_bench.run_api(url, repeats)
     # provider ranking (issue 4): selection + built-in ranking for one request
     if not selected or "ranking" in selected:
         from bench import ranking_bench
@@ -46,12 +52,6 @@ async def main(selected: set[str], repeats: int) -> None:
         url = await common.scratch_database("orch_bench_audit")
         results += await audit_bench.run_audit(url, deployments=int(
             os.environ.get("ORCH_BENCH_AUDIT_DEPLOYMENTS", "100000")))
-    # provider ingestion and the flavours-for-a-site read (issue 4, A)
-    if not selected or "providers" in selected:
-        from bench import providers_bench
-
-        url = await common.scratch_database("orch_bench_providers")
-        results += await providers_bench.run_providers(url, repeats)
     print(f"machine: {common.machine()}")
     common.print_table(results)
     common.save(results)

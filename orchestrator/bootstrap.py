@@ -187,7 +187,9 @@ class DeploymentsReader:
     deployment this process just changed waits, bounded, until its row shows the change."""
 
     def __init__(self, engine: AsyncEngine, written: WrittenVersions | None = None) -> None:
-        self.engine = engine
+        # Reads run in autocommit: no BEGIN/ROLLBACK round trips around every request
+        # (each statement sees its own READ COMMITTED snapshot either way).
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.live = LiveVersion(deployments_view.NAME)
         self.written = written
 
@@ -221,7 +223,7 @@ class DeploymentsReader:
             version = await self.live.get(conn)
             if version is None:
                 return None
-            await self._row(conn, version, deployment_id)  # same transaction as the details
+            await self._row(conn, version, deployment_id)  # read-your-writes first
             row = await deployments_view.get_deployment_details(conn, version, deployment_id)
         return msgspec.convert(row, DeploymentDetails) if row is not None else None
 
@@ -470,10 +472,9 @@ class ProviderReadsReader:
                                      provider_id=provider_id)
         return msgspec.convert(rows[0], ProviderRow) if rows else None
 
-    async def sites(self, *, issuer: str, group: str, provider_id: str | None = None,
-                    region: str | None = None) -> list[SiteRow]:
+    async def sites(self, *, issuer: str, group: str) -> list[SiteRow]:
         rows = await self._catalogue(provider_catalogue_view.list_sites, issuer=issuer,
-                                     group=group, provider_id=provider_id, region=region)
+                                     group=group)
         return [msgspec.convert(r, SiteRow) for r in rows]
 
     async def flavors(self, *, provider_id: str, region: str,
