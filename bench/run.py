@@ -52,6 +52,12 @@ async def main(selected: set[str], repeats: int) -> None:
         url = await common.scratch_database("orch_bench_audit")
         results += await audit_bench.run_audit(url, deployments=int(
             os.environ.get("ORCH_BENCH_AUDIT_DEPLOYMENTS", "100000")))
+    # provider ingestion and the flavours-for-a-site read (issue 4, A)
+    if not selected or "providers" in selected:
+        from bench import providers_bench
+
+        url = await common.scratch_database("orch_bench_providers")
+        results += await providers_bench.run_providers(url, repeats)
     print(f"machine: {common.machine()}")
     common.print_table(results)
     common.save(results)

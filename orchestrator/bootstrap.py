@@ -472,9 +472,10 @@ class ProviderReadsReader:
                                      provider_id=provider_id)
         return msgspec.convert(rows[0], ProviderRow) if rows else None
 
-    async def sites(self, *, issuer: str, group: str) -> list[SiteRow]:
+    async def sites(self, *, issuer: str, group: str, provider_id: str | None = None,
+                    region: str | None = None) -> list[SiteRow]:
         rows = await self._catalogue(provider_catalogue_view.list_sites, issuer=issuer,
-                                     group=group)
+                                     group=group, provider_id=provider_id, region=region)
         return [msgspec.convert(r, SiteRow) for r in rows]
 
     async def flavors(self, *, provider_id: str, region: str,
