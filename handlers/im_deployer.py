@@ -193,6 +193,9 @@ class ImDeployer:
         self._node_types: dict[str, dict[str, str]] = {}
         self._known: set[str] = set()  # IM ids reconcile() found recorded and live
         self._foreign: set[str] = set()  # IM ids without our marker
+        # Stream version each driver last saw (its own writes included): a poll that finds
+        # the stream longer knows someone else wrote, without waiting for Kafka's wake.
+        self._seen: dict[str, int] = {}
 
     # ------------------------------------------------------------ handler protocol
     async def handle(self, event: Any, decoded: Any) -> None:
@@ -269,6 +272,8 @@ class ImDeployer:
             Metadata(actor_issuer=ACTOR.issuer, actor_subject=ACTOR.subject),
             idempotency_key=f"im-deployer:{command.deployment_id}:{key}" if key else None,
             conflict_retries=5)
+        self._seen[command.deployment_id] = max(self._seen.get(command.deployment_id, 0),
+                                                result.state.version)
         return result.state
 
     def _site_config(self, site: Any) -> SiteConfig | None:
@@ -293,6 +298,7 @@ class ImDeployer:
             wake.clear()
             try:
                 state = await self._load(deployment_id)
+                self._seen[deployment_id] = state.version
                 progressed = await self._step(state, wake)
                 failures = 0
             except asyncio.CancelledError:
@@ -318,6 +324,7 @@ class ImDeployer:
                 # since the check, so no kick can slip in between).
                 self._drivers.pop(deployment_id, None)
                 self._wake.pop(deployment_id, None)
+                self._seen.pop(deployment_id, None)
                 return
 
     async def _step(self, state: DeploymentState, wake: asyncio.Event) -> bool:
@@ -553,9 +560,14 @@ class ImDeployer:
                 return current
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             pause = min(_jittered(delay, self.settings.poll_jitter), max(remaining, 0.0))
-            if await self._sleep_or_wake(pause, wake):
+            if await self._sleep_or_wake(pause, wake) or await self._moved_on(state):
                 raise _Woken()
             delay = min(delay * self.settings.poll_factor, self.settings.poll_max_s)
+
+    async def _moved_on(self, state: DeploymentState) -> bool:
+        """Someone else wrote to the stream (a deletion, a reset...) since we last looked."""
+        version = await self.commands.store.stream_version(stream_id(state.deployment_id))
+        return version > self._seen.get(state.deployment_id, state.version)
 
     async def _record_log(self, state: DeploymentState, client: ImClient, auth: ImAuthorization,
                           infrastructure_id: str, attempt: int | None) -> None:
