@@ -8,6 +8,8 @@
 #
 # Source, first found:
 #   ORCHENT_SRC   a checkout or a (bare) git repository of github.com/indigo-dc/orchent
+#   a local mirror at ../orchent or /work/.mirror/indigo-dc+orchent/repo (machines without
+#                 GitHub access keep one there)
 #   otherwise     git clone https://github.com/indigo-dc/orchent
 # GOPROXY [https://proxy.golang.org]. Needs Go >= 1.16 (`go` on PATH or /usr/local/go/bin).
 set -euo pipefail
@@ -21,6 +23,12 @@ if [[ -x "$OUT" && "$(cat "$OUT.commit" 2>/dev/null)" == "$COMMIT" ]]; then
 fi
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "orchent.sh: Go is not installed" >&2; exit 1; }
+
+if [[ -z "${ORCHENT_SRC:-}" ]]; then
+  for candidate in "$ROOT/../orchent" /work/.mirror/indigo-dc+orchent/repo; do
+    if [[ -e "$candidate" ]]; then ORCHENT_SRC="$candidate"; break; fi
+  done
+fi
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
