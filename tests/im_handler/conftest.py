@@ -4,7 +4,8 @@ real IM peer (Dummy connector), with a sites file of its own per test module.
 Sites: `dummy-a`, `dummy-b`, `dummy-c` deploy on IM's Dummy connector; `badcreds` has a
 wrong IM password (IM answers 401); `never` is an OpenStack site whose endpoint is a
 loopback black hole (IM waits on it forever: the infrastructure stays `pending`) with a
-provider timeout of 3 s; `needs-token` needs the user's access token.
+provider timeout of 3 s (`never-long`: the same with 1 h); `needs-token` needs the user's
+access token.
 """
 
 from __future__ import annotations

@@ -55,6 +55,9 @@ def sites_document(peer: ImPeer, *, blackhole: str = "http://127.0.0.1:9",
         site("never", provider_timeout_seconds=3) | {"clouds": [{
             "kind": "generic", "id": "ost", "type": "OpenStack",
             "values": {"host": blackhole, "username": "u", "password": "p", "tenant": "t"}}]},
+        site("never-long", provider_timeout_seconds=3600) | {"clouds": [{
+            "kind": "generic", "id": "ost", "type": "OpenStack",
+            "values": {"host": blackhole, "username": "u", "password": "p", "tenant": "t"}}]},
         site("needs-token") | {"clouds": [{"kind": "dummy"}, {
             "kind": "openstack", "id": "ost", "host": "http://127.0.0.1:9",
             "identity_provider": "local", "access_token": "${USER_TOKEN}"}]},

@@ -267,3 +267,19 @@ async def test_reconcile_destroys_marked_orphans_and_leaves_foreign_ones(im_syst
         finally:
             await im.destroy(auth, foreign)
     await _delete(h, deployment_id)
+
+
+async def test_delete_while_a_create_is_polled_cancels_it(im_system: ImHarness) -> None:
+    # `never-long` would keep the attempt polling for an hour: only the deletion ends it
+    h = im_system
+    deployment_id = await h.create_direct(hanging_template())
+    await h.schedule(deployment_id, "never-long")
+    state = await h.until(deployment_id, lambda s: bool(s.attempts)
+                          and s.attempts[0].infrastructure_live, what="infrastructure pending")
+    [pending] = await h.infrastructures_of(deployment_id)
+    await h.handle_delete(deployment_id, force=True)
+    state = await h.until(deployment_id, lambda s: s.status == "DELETE_COMPLETE",
+                          what="deleted")
+    assert state.attempts[0].failure_cause == AttemptFailureCause.CANCELLED
+    assert pending == state.attempts[0].infrastructure_id
+    assert await h.infrastructures_of(deployment_id) == []
