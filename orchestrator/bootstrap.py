@@ -454,7 +454,8 @@ class ProviderReadsReader:
     and provider_capacity projections (also the Feeder consumer's ProviderDirectory)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+        # autocommit: no BEGIN/ROLLBACK round trips around every read
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.catalogue = LiveVersion(provider_catalogue_view.NAME)
         self.capacity = LiveVersion(provider_capacity_view.NAME)
 

@@ -169,7 +169,7 @@ class ProviderIngestion:
             self._cache.move_to_end(stream)
             return cached.state, current
         recorded = await self.store.read_stream(stream)
-        state = aggregate.fold([self.registry.decode_recorded(r) for r in recorded],  # type: ignore[misc]
+        state = aggregate.fold([self.registry.decode_recorded(r) for r in recorded],
                                aggregate.initial_state())
         version = recorded[-1].version if recorded else 0
         self._remember(stream, state, version)
