@@ -32,6 +32,11 @@ from api.admin.statistics import AdminStatisticsController, UserStatisticsContro
 from api.app import ApiDependencies, create_app
 from api.audit import AUDIT_ROUTE_HANDLERS  # issue 7
 from api.auth import Authenticator, Authorizer, build_authorizer
+
+# --- data management (issue 6) ---
+from api.data.ports import DataApi, ReplicationView
+from api.data.replications import ROUTE_HANDLERS as DATA_ROUTE_HANDLERS
+from api.data.replications import app_state as data_app_state
 from api.event_counts import EventCountsController, EventCountView
 from api.legacy.common import DECIDER, view_of  # issue 5 supporting
 from api.legacy.ports import (
@@ -50,6 +55,7 @@ from api.legacy.routes import ROUTE_HANDLERS as LEGACY_ROUTE_HANDLERS
 from api.legacy.routes import app_state as legacy_app_state
 from api.legacy.shapes import deployment_json  # issue 5 supporting
 from api.operations import Operations
+
 # ---- provider ingestion and read models (issue 4, part A)
 from api.providers.ingestion import ProviderIngestion
 from api.providers.ports import (
@@ -63,15 +69,20 @@ from api.providers.ports import (
 )
 from api.providers.routes import ROUTE_HANDLERS as PROVIDER_ROUTE_HANDLERS
 from api.providers.routes import app_state as providers_app_state
-from handlers.feeder_ingest import FeederConsumer
-from projections import provider_capacity as provider_capacity_view
-from projections import provider_catalogue as provider_catalogue_view
+
 # ---- end provider ingestion and read models
 from domain.deployments import EVENT_TYPES as DEPLOYMENT_EVENT_TYPES
 from domain.deployments import SCHEMA_VERSIONS as DEPLOYMENT_SCHEMA_VERSIONS
 from domain.deployments import stream_id  # issue 5 supporting
 from domain.providers import EVENT_TYPES as PROVIDER_EVENT_TYPES
 from domain.providers import SCHEMA_VERSIONS as PROVIDER_SCHEMA_VERSIONS
+
+# ---- provider ranking (issue 4)
+from domain.providers.selection import SuccessStats, parse_rse_sites
+from domain.providers.state import ProviderState
+from domain.providers.usage import USAGE_EVENT_TYPES, USAGE_SCHEMA_VERSIONS, QuotaUsageState
+from domain.replications import EVENT_TYPES as REPLICATION_EVENT_TYPES
+from domain.replications import SCHEMA_VERSIONS as REPLICATION_SCHEMA_VERSIONS
 from eventstore.command_service import CommandService
 from eventstore.consumers import (
     ConsumerSettings,
@@ -87,30 +98,19 @@ from eventstore.registry import EventRegistry
 from eventstore.relay import KafkaRelay, ensure_topics, partition_for, relay_lag
 from eventstore.store import EventStore, create_pool
 from handlers import callbacks, credentials, monitoring_log, stuck_sweeper  # issue 5 supporting
-from handlers.im_deployer import ImDeployer, ImDeployerInfo, ImDeployerSettings  # issue 5
-from handlers.site_config import SitesFile  # issue 5
-# ---- provider ranking (issue 4)
-from domain.providers.selection import SuccessStats, parse_rse_sites
-from domain.providers.state import ProviderState
-from domain.providers.usage import USAGE_EVENT_TYPES, USAGE_SCHEMA_VERSIONS, QuotaUsageState
 from handlers.external_ranker import KafkaExternalRanker
+from handlers.feeder_ingest import FeederConsumer
+from handlers.im_deployer import ImDeployer, ImDeployerInfo, ImDeployerSettings  # issue 5
 from handlers.ranking import DataLocator, NoDataLocator, RankingHandler
-from projections import airanker_dataset as airanker_dataset_view
-from projections import provider_states as provider_states_view
-from projections import site_success as site_success_view
-# ---- end provider ranking
-from orchestrator.audit_wiring import AuditLog, StatisticsReader  # issue 7
-from orchestrator.metrics import Metrics
-# --- data management (issue 6) ---
-from api.data.ports import DataApi, ReplicationView
-from api.data.replications import ROUTE_HANDLERS as DATA_ROUTE_HANDLERS
-from api.data.replications import app_state as data_app_state
-from domain.replications import EVENT_TYPES as REPLICATION_EVENT_TYPES
-from domain.replications import SCHEMA_VERSIONS as REPLICATION_SCHEMA_VERSIONS
 from handlers.rucio_client import RucioClient
 from handlers.rucio_locator import RucioDataLocator
 from handlers.rucio_replicator import FollowPolicy, RucioReplicator
-from projections import replications as replications_view
+from handlers.site_config import SitesFile  # issue 5
+
+# ---- end provider ranking
+from orchestrator.audit_wiring import AuditLog, StatisticsReader  # issue 7
+from orchestrator.metrics import Metrics
+
 # --- end data management ---
 from orchestrator.read_your_writes import (
     RecordingCommandService,
@@ -119,8 +119,14 @@ from orchestrator.read_your_writes import (
     event_log_position,
 )
 from orchestrator.settings import Settings, sqlalchemy_url
+from projections import airanker_dataset as airanker_dataset_view
 from projections import deployments as deployments_view
+from projections import provider_capacity as provider_capacity_view
+from projections import provider_catalogue as provider_catalogue_view
+from projections import provider_states as provider_states_view
+from projections import replications as replications_view
 from projections import resources as resources_view
+from projections import site_success as site_success_view
 from projections.event_counts import projection as event_counts_projection
 from projections.event_counts import read_live_event_counts
 from projections.statistics import projection as statistics_projection  # issue 7
