@@ -146,6 +146,7 @@ class ImDeployerSettings:
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
     reconcile_interval_s: float = 300.0
+    reconcile_concurrency: int = 8  # template reads in flight when looking for markers
     delete_confirm_s: float = 2.0
     delete_settle_s: float = 0.5
 
@@ -254,14 +255,14 @@ class ImDeployer:
             self.kick(str(row["stream_id"]).removeprefix("deployment-"))
 
     # ------------------------------------------------------------ plumbing
-    def _client(self, site: SiteConfig | None) -> ImClient:
+    def client_for(self, site: SiteConfig | None) -> ImClient:
         url = (site.im_url if site else None) or self.settings.default_im_url or ""
         client = self._clients.get(url)
         if client is None:
             client = self._clients[url] = ImClient(url or None)
         return client
 
-    async def _load(self, deployment_id: str) -> DeploymentState:
+    async def load_state(self, deployment_id: str) -> DeploymentState:
         state, _ = await self.commands.load(stream_id(deployment_id), DECIDER)
         return state
 
@@ -276,10 +277,10 @@ class ImDeployer:
                                                 result.state.version)
         return result.state
 
-    def _site_config(self, site: Any) -> SiteConfig | None:
+    def site_config(self, site: Any) -> SiteConfig | None:
         return self.sites().find(site.provider_id, site.region)
 
-    async def _auth(self, deployment_id: str, config: SiteConfig) -> ImAuthorization:
+    async def authorization(self, deployment_id: str, config: SiteConfig) -> ImAuthorization:
         token = None
         if config.needs_user_token:
             try:
@@ -297,7 +298,7 @@ class ImDeployer:
         while True:
             wake.clear()
             try:
-                state = await self._load(deployment_id)
+                state = await self.load_state(deployment_id)
                 self._seen[deployment_id] = state.version
                 progressed = await self._step(state, wake)
                 failures = 0
@@ -376,7 +377,7 @@ class ImDeployer:
                 return True
         if candidate is not None:
             number = state.last_attempt_number + 1
-            config = self._site_config(candidate.site)
+            config = self.site_config(candidate.site)
             endpoint = None
             if config is not None:
                 try:
@@ -447,7 +448,7 @@ class ImDeployer:
 
     async def _create_infrastructure(self, state: DeploymentState,
                                      attempt: DeploymentAttempt) -> None:
-        config = self._site_config(attempt.site)
+        config = self.site_config(attempt.site)
         if config is None:
             await self._fail_attempt(state, attempt, f"no IM configuration for site "
                                      f"{_site_label(attempt.site)}")
@@ -457,9 +458,9 @@ class ImDeployer:
             await self._fail_attempt(state, attempt, "IM did not accept the deployment before "
                                      "the provider timeout", AttemptFailureCause.TIMEOUT)
             return
-        client = self._client(config)
+        client = self.client_for(config)
         try:
-            auth = await self._auth(state.deployment_id, config)
+            auth = await self.authorization(state.deployment_id, config)
         except (MissingUserToken, ValueError, msgspec.ValidationError) as error:
             await self._fail_attempt(state, attempt, f"IM credentials: {error}")
             return
@@ -512,11 +513,25 @@ class ImDeployer:
             ids = await client.list_infrastructures(auth)
         except ImUnauthorized:
             return None
-        for infrastructure_id in ids:
-            marker = await self._marker(client, auth, infrastructure_id)
+        # Ids reconcile() already classified cannot be this attempt's unrecorded one.
+        unknown = [i for i in ids if i not in self._known and i not in self._foreign]
+        markers = await self._markers(client, auth, unknown)
+        for infrastructure_id, marker in zip(unknown, markers, strict=True):
             if marker == (self.settings.instance, deployment_id, attempt):
                 return infrastructure_id
         return None
+
+    async def _markers(self, client: ImClient, auth: ImAuthorization,
+                       ids: list[str]) -> list[tuple[str, str, int] | None]:
+        """The markers of these infrastructures, a few requests at a time (a shared IM can
+        hold hundreds of other users' infrastructures)."""
+        limit = asyncio.Semaphore(self.settings.reconcile_concurrency)
+
+        async def one(infrastructure_id: str) -> tuple[str, str, int] | None:
+            async with limit:
+                return await self._marker(client, auth, infrastructure_id)
+
+        return list(await asyncio.gather(*(one(i) for i in ids)))
 
     async def _marker(self, client: ImClient, auth: ImAuthorization,
                       infrastructure_id: str) -> tuple[str, str, int] | None:
@@ -582,14 +597,14 @@ class ImDeployer:
     async def _watch_attempt(self, state: DeploymentState, attempt: DeploymentAttempt,
                              wake: asyncio.Event) -> None:
         assert attempt.infrastructure_id is not None
-        config = self._site_config(attempt.site)
+        config = self.site_config(attempt.site)
         if config is None:
             await self._fail_attempt(state, attempt, f"no IM configuration for site "
                                      f"{_site_label(attempt.site)}")
             return
-        client = self._client(config)
+        client = self.client_for(config)
         try:
-            auth = await self._auth(state.deployment_id, config)
+            auth = await self.authorization(state.deployment_id, config)
         except MissingUserToken as error:
             await self._fail_attempt(state, attempt, f"IM credentials: {error}")
             return
@@ -674,7 +689,7 @@ class ImDeployer:
                                                 resources=tuple(resources)))
 
     # ------------------------------------------------------------ update
-    def _current_attempt(self, state: DeploymentState) -> DeploymentAttempt | None:
+    def current_attempt(self, state: DeploymentState) -> DeploymentAttempt | None:
         for attempt in reversed(state.attempts):
             if attempt.infrastructure_id == state.physical_id and attempt.infrastructure_live:
                 return attempt
@@ -687,8 +702,8 @@ class ImDeployer:
         return self._failures[key] > self.settings.unavailable_retries
 
     async def _update_step(self, state: DeploymentState, wake: asyncio.Event) -> bool:
-        attempt = self._current_attempt(state)
-        config = self._site_config(attempt.site) if attempt is not None else None
+        attempt = self.current_attempt(state)
+        config = self.site_config(attempt.site) if attempt is not None else None
         reason = None
         if attempt is None or attempt.infrastructure_id is None:
             reason = "the deployment has no live infrastructure to update"
@@ -699,9 +714,9 @@ class ImDeployer:
             return True
         infrastructure_id = attempt.infrastructure_id
         assert infrastructure_id is not None
-        client = self._client(config)
+        client = self.client_for(config)
         try:
-            auth = await self._auth(state.deployment_id, config)
+            auth = await self.authorization(state.deployment_id, config)
             template = await asyncio.to_thread(self._marked_template, state, attempt.number)
             # IM merges the template into the one it holds; resending it after a restart
             # is harmless (counts and removal lists are explicit).
@@ -752,11 +767,11 @@ class ImDeployer:
                                force: bool) -> None:
         """Destroy and confirm an attempt's infrastructure, then record it (raises ImError)."""
         assert attempt.infrastructure_id is not None
-        config = self._site_config(attempt.site)
+        config = self.site_config(attempt.site)
         if config is None:
             raise SiteConfigError(f"no IM configuration for site {_site_label(attempt.site)}")
-        client = self._client(config)
-        auth = await self._auth(state.deployment_id, config)
+        client = self.client_for(config)
+        auth = await self.authorization(state.deployment_id, config)
         await self.checkpoint("before_destroy")
         await client.destroy(auth, attempt.infrastructure_id, force=force,
                              confirm_seconds=self.settings.delete_confirm_s,
@@ -803,13 +818,13 @@ class ImDeployer:
                    if r.state in (NodeState.STARTING, NodeState.STOPPING) and r.im_vm_id]
         if not pending:
             return False
-        attempt = self._current_attempt(state)
-        config = self._site_config(attempt.site) if attempt is not None else None
+        attempt = self.current_attempt(state)
+        config = self.site_config(attempt.site) if attempt is not None else None
         if attempt is None or config is None or attempt.infrastructure_id is None:
             await self._set_nodes(state, pending, revert=True)
             return True
-        client = self._client(config)
-        auth = await self._auth(state.deployment_id, config)
+        client = self.client_for(config)
+        auth = await self.authorization(state.deployment_id, config)
         resource = pending[0]
         assert resource.im_vm_id is not None
         stopping = resource.state == NodeState.STOPPING
@@ -869,29 +884,32 @@ class ImDeployer:
             if service is None or (config.im_url, service.header) in seen:
                 continue
             seen.add((config.im_url, service.header))
-            client = self._client(config)
+            client = self.client_for(config)
             try:
                 ids = await client.list_infrastructures(service)
             except ImError as error:
                 log.warning("reconcile: cannot list IM infrastructures at %s: %s",
                             client.base_url, error)
                 continue
+            unknown = []
             for infrastructure_id in ids:
                 if infrastructure_id in self._known or infrastructure_id in self._foreign:
                     counts["known" if infrastructure_id in self._known else "foreign"] += 1
-                    continue
-                outcome = await self._settle(client, service, infrastructure_id)
+                else:
+                    unknown.append(infrastructure_id)
+            markers = await self._markers(client, service, unknown)
+            for infrastructure_id, marker in zip(unknown, markers, strict=True):
+                outcome = await self._settle(client, service, infrastructure_id, marker)
                 counts[outcome] += 1
         return counts
 
     async def _settle(self, client: ImClient, service: ImAuthorization,
-                      infrastructure_id: str) -> str:
-        marker = await self._marker(client, service, infrastructure_id)
+                      infrastructure_id: str, marker: tuple[str, str, int] | None) -> str:
         if marker is None or marker[0] != self.settings.instance:
             self._foreign.add(infrastructure_id)
             return "foreign"
         _, deployment_id, number = marker
-        state = await self._load(deployment_id)
+        state = await self.load_state(deployment_id)
         attempt = state.attempt(number)
         if attempt is not None and attempt.infrastructure_id == infrastructure_id \
                 and attempt.infrastructure_live:
@@ -914,10 +932,10 @@ class ImDeployer:
         # No attempt owns it (another id recorded, destroyed already, deployment gone).
         auth = service
         if attempt is not None:
-            config = self._site_config(attempt.site)
+            config = self.site_config(attempt.site)
             if config is not None:
                 try:
-                    auth = await self._auth(deployment_id, config)
+                    auth = await self.authorization(deployment_id, config)
                 except MissingUserToken:
                     pass
         try:
@@ -944,16 +962,16 @@ class ImDeployerInfo:
         self.deployer = deployer
 
     async def vm_info(self, deployment: Any) -> dict[str, dict[str, Any]]:
-        state = await self.deployer._load(deployment.id)
-        attempt = self.deployer._current_attempt(state)
+        state = await self.deployer.load_state(deployment.id)
+        attempt = self.deployer.current_attempt(state)
         if attempt is None or attempt.infrastructure_id is None:
             return {}
-        config = self.deployer._site_config(attempt.site)
+        config = self.deployer.site_config(attempt.site)
         if config is None:
             return {}
-        client = self.deployer._client(config)
+        client = self.deployer.client_for(config)
         try:
-            auth = await self.deployer._auth(state.deployment_id, config)
+            auth = await self.deployer.authorization(state.deployment_id, config)
             vms = await client.vms(auth, attempt.infrastructure_id)
         except (ImError, MissingUserToken) as error:
             log.warning("deployment %s: VM information unavailable: %s", deployment.id, error)
