@@ -153,7 +153,7 @@ async def _active(conn: Any, f: stats.StatisticsFilter, oracle: Oracle, issuer: 
         weekly[(row["at"], *_key(row, "user_group", "provider_id", "provider_name"))] = [
             row["active"], row["vcpus"], row["ram_mb"], row["gpus"]]
     rolled: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for at, *_ in weekly:
+    for at in {at for at, *_ in weekly}:  # each period end once, whatever its row count
         for dims, values in oracle.active_at(at).items():
             if dims[0] == issuer:
                 row = rolled[(at, dims[2], dims[4], dims[5])]
