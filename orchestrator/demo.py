@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import domain.providers as providers
-from domain.deployments import CreateDeployment
+from domain.deployments import AlreadyExists, CreateDeployment
 from domain.deployments.decider import decide, evolve, initial_state
 from domain.deployments.values import RequestedResources, TemplateIdentity, template_sha256
 from domain.identity import Actor, system_actor
@@ -123,13 +123,15 @@ async def load(system: System) -> None:
             template=DEMO_TEMPLATE,
             template_identity=TemplateIdentity(name="Demo VM", type="vm",
                                                hash=template_sha256(DEMO_TEMPLATE)),
-            requested_resources=RequestedResources(vms=1, vcpus=2, ram_mb=4096),
-            parameters={"index": index})
-        await system.commands.execute(
-            f"deployment-{deployment_id}", DEPLOYMENTS, command,
-            Metadata(actor_issuer=DEMO_OWNER.issuer, actor_subject=DEMO_OWNER.subject,
-                     reason="demo data"),
-            idempotency_key=f"demo-{deployment_id}")
+            requested_resources=RequestedResources(vms=1, vcpus=2, ram_mb=4096))
+        try:
+            await system.commands.execute(
+                f"deployment-{deployment_id}", DEPLOYMENTS, command,
+                Metadata(actor_issuer=DEMO_OWNER.issuer, actor_subject=DEMO_OWNER.subject,
+                         reason="demo data"),
+                idempotency_key=f"demo-{deployment_id}")
+        except AlreadyExists:
+            continue  # loaded by an earlier run
 
 
 def main(argv: list[str]) -> int:
