@@ -775,8 +775,7 @@ def test_an_action_on_an_unknown_resource() -> None:
 def test_actions_need_a_running_deployment(status: DeploymentStatus) -> None:
     history = [*history_in(status)]
     history.insert(1, resources_changed(vm()))
-    if fold(history).status != status:  # pragma: no cover - the insert must not change it
-        pytest.skip("history shape")
+    assert fold(history).status == status  # the resources event leaves the status as it was
     given(*history).when(action(ResourceAction.STOP)).raises(InvalidTransition)
 
 
