@@ -12,8 +12,9 @@ from tosca import ImportResolver, Limits, ResolverConfig, WorkerPool, default_re
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
+    # Required test data: a missing corpus is an error, never a silently skipped check.
     if not CORPUS.is_dir():
-        pytest.skip(f"TOSCA corpus not found at {CORPUS} (set ORCH_TOSCA_CORPUS)")
+        raise RuntimeError(f"TOSCA corpus not found at {CORPUS} (set ORCH_TOSCA_CORPUS)")
     return CORPUS
 
 
