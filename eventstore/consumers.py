@@ -20,6 +20,12 @@ offset in one transaction, final failure parks it in ``dead_letters`` and advanc
 the offset in one transaction. Handler offsets are in Postgres too, for the same
 reason: parking an event and moving past it must commit together or a crash between
 the two loses the event (Kafka offsets cannot join a Postgres transaction).
+
+External topics (``ExternalTopicConsumer``: messages that are not our envelope, e.g. the
+Feeder's): the same Kafka side and offsets in Postgres; a subclass handles each message in
+order per partition (idempotently: at-least-once), parks what it can never process in
+``parked_messages`` with the offset move in one transaction, and the offsets of handled
+messages are stored after each partition's run.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ __all__ = [
     "Backoff",
     "ConsumedMessage",
     "ConsumerSettings",
+    "ExternalTopicConsumer",
     "Handler",
     "HandlerRunner",
     "HandlerStats",
@@ -472,11 +479,23 @@ class _ConsumerLoop:
             if position > known:
                 advance[key] = position
         if advance:
-            async def work(conn: AsyncConnection) -> None:
-                await _advance_offsets(conn, self.consumer_name, advance)
-
-            await _in_transaction_with_retry(self.engine, work)
+            await self._store_offsets(advance)
             self._next_offsets.update(advance)
+
+    async def _store_offsets(self, offsets: Mapping[Partition, int]) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await _advance_offsets(conn, self.consumer_name, offsets)
+
+        await _in_transaction_with_retry(self.engine, work)
+
+    async def _park_and_advance(self, message: ConsumedMessage, reason: str) -> None:
+        """Park a message with its raw bytes and move past it, in one transaction."""
+        async def work(conn: AsyncConnection) -> None:
+            await _park_messages(conn, self.consumer_name, [(message, reason)])
+            await _advance_offsets(conn, self.consumer_name,
+                                   {message.partition_key: message.offset + 1})
+
+        await _in_transaction_with_retry(self.engine, work)
 
     async def _commit_to_kafka(self, reached: Mapping[Partition, int]) -> None:
         if not reached:
@@ -497,6 +516,54 @@ class _ConsumerLoop:
             if highwater is not None and position is not None:
                 lag[key] = max(0, int(highwater) - position)
         self._lag = lag
+
+
+# ---------------------------------------------------------------- external topics
+
+class ExternalTopicConsumer(_ConsumerLoop):
+    """Consumes a topic that is not one of ours (no envelope), offsets in Postgres.
+
+    The Kafka side is the runners' (group membership, seeks to the offsets stored under
+    ``consumer_name`` in ``consumer_offsets``, lag). Subclasses implement :meth:`handle`,
+    called for each message in order within its partition; it must be idempotent, as a
+    message handled before a crash is handled again (the offsets of handled messages are
+    stored after each partition's run, in a transaction of their own). A message that can
+    never be processed is given to :meth:`park`.
+    """
+
+    def __init__(self, *, engine: AsyncEngine, bootstrap_servers: str, topics: Sequence[str],
+                 consumer_name: str, settings: ConsumerSettings | None = None,
+                 group_id: str | None = None) -> None:
+        settings = settings or ConsumerSettings()
+        super().__init__(engine=engine, bootstrap_servers=bootstrap_servers, topics=topics,
+                         group_id=group_id or settings.group_prefix + consumer_name,
+                         consumer_name=consumer_name, settings=settings)
+
+    async def handle(self, message: ConsumedMessage, stop: asyncio.Event) -> bool:
+        """True when the message is done with (handled or parked); False when ``stop``
+        interrupted it: its offset is not stored, so it is consumed again next time."""
+        raise NotImplementedError
+
+    async def park(self, message: ConsumedMessage, reason: str) -> None:
+        """Keep the message in ``parked_messages`` with its raw bytes and the reason, and
+        move the stored offset past it, in one transaction: never lost, never fatal."""
+        await self._park_and_advance(message, reason)
+
+    async def _process(self, batch: dict[Partition, list[ConsumedMessage]],
+                       stop: asyncio.Event) -> dict[Partition, int]:
+        reached: dict[Partition, int] = {}
+        for key in sorted(batch):
+            done: int | None = None
+            for message in batch[key]:
+                if not await self.handle(message, stop):
+                    break
+                done = message.offset + 1
+            if done is not None:
+                await self._store_offsets({key: done})
+                reached[key] = done
+            if stop.is_set():
+                break
+        return reached
 
 
 # ---------------------------------------------------------------- projections
@@ -762,13 +829,7 @@ class HandlerRunner(_ConsumerLoop):
                 pending = message.offset + 1
             reached = message.offset + 1
         if pending is not None:
-            key = messages[0].partition_key
-            offsets = {key: pending}
-
-            async def work(conn: AsyncConnection) -> None:
-                await _advance_offsets(conn, self.consumer_name, offsets)
-
-            await _in_transaction_with_retry(self.engine, work)
+            await self._store_offsets({messages[0].partition_key: pending})
         return reached
 
     async def _process_message(self, message: ConsumedMessage,
@@ -783,13 +844,7 @@ class HandlerRunner(_ConsumerLoop):
             self.stats.unknown_types[unknown.type] += 1
             return False
         except (MalformedMessage, msgspec.MsgspecError, ValueError, TypeError) as error:
-            reason = str(error)
-
-            async def park_message(conn: AsyncConnection) -> None:
-                await _park_messages(conn, self.consumer_name, [(message, reason)])
-                await _advance_offsets(conn, self.consumer_name, offsets)
-
-            await _in_transaction_with_retry(self.engine, park_message)
+            await self._park_and_advance(message, str(error))
             self.stats.parked_messages += 1
             return True
         if not applies:

@@ -24,28 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.identity import system_actor
 from domain.providers import ObserveProvider, ProviderError, canonical_provider_id
 from domain.providers.sources import observe_feeder_messages, parse_feeder_message
-
-# The consumer loop and the parking/offset helpers are the ones every runner uses (group
-# membership, seeks to the offsets stored in Postgres, lag); they are module-private in
-# eventstore.consumers, reused here rather than copied.
-from eventstore.consumers import (
-    ConsumedMessage,
-    ConsumerSettings,
-    Partition,
-    _advance_offsets,
-    _ConsumerLoop,
-    _in_transaction_with_retry,
-    _park_messages,
-)
+from eventstore.consumers import ConsumedMessage, ConsumerSettings, ExternalTopicConsumer
 from eventstore.records import Metadata
 
 log = logging.getLogger(__name__)
@@ -76,46 +63,22 @@ class FeederStats:
     failed_attempts: int = 0
 
 
-class FeederConsumer(_ConsumerLoop):
+class FeederConsumer(ExternalTopicConsumer):
     """Consumes the Feeder topic into provider observations (see the module docstring)."""
 
     def __init__(self, sink: ObservationSink, *, engine: AsyncEngine, bootstrap_servers: str,
                  topic: str, settings: ConsumerSettings | None = None,
                  directory: ProviderDirectory | None = None, group_id: str | None = None,
                  retry_initial: float = 0.5, retry_max: float = 30.0) -> None:
-        settings = settings or ConsumerSettings()
         super().__init__(engine=engine, bootstrap_servers=bootstrap_servers, topics=[topic],
-                         group_id=group_id or settings.group_prefix + CONSUMER_NAME,
-                         consumer_name=CONSUMER_NAME, settings=settings)
+                         consumer_name=CONSUMER_NAME, settings=settings, group_id=group_id)
         self.sink = sink
         self.directory = directory
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.stats = FeederStats()
 
-    async def _process(self, batch: dict[Partition, list[ConsumedMessage]],
-                       stop: asyncio.Event) -> dict[Partition, int]:
-        reached: dict[Partition, int] = {}
-        for key in sorted(batch):
-            done: int | None = None
-            for message in batch[key]:
-                if not await self._handle(message, stop):
-                    break
-                done = message.offset + 1
-            if done is not None:
-                offsets = {key: done}
-
-                async def advance(conn: AsyncConnection, offsets: dict[Partition, int] = offsets
-                                  ) -> None:
-                    await _advance_offsets(conn, self.consumer_name, offsets)
-
-                await _in_transaction_with_retry(self.engine, advance)
-                reached[key] = done
-            if stop.is_set():
-                break
-        return reached
-
-    async def _handle(self, message: ConsumedMessage, stop: asyncio.Event) -> bool:
+    async def handle(self, message: ConsumedMessage, stop: asyncio.Event) -> bool:
         """True when the message is done with (observed or parked); False when stopped."""
         try:
             command = await self._command(message)
@@ -162,14 +125,7 @@ class FeederConsumer(_ConsumerLoop):
             scan_id=_scan_id(message))
 
     async def _park(self, message: ConsumedMessage, reason: str) -> None:
-        offsets = {message.partition_key: message.offset + 1}
-        parked: Sequence[tuple[ConsumedMessage, str]] = [(message, reason)]
-
-        async def park(conn: AsyncConnection) -> None:
-            await _park_messages(conn, self.consumer_name, parked)
-            await _advance_offsets(conn, self.consumer_name, offsets)
-
-        await _in_transaction_with_retry(self.engine, park)
+        await self.park(message, reason)
         self.stats.parked += 1
         log.warning("%s: parked %s: %s", self.consumer_name, _scan_id(message), reason[:500])
 
