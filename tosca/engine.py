@@ -27,7 +27,13 @@ from .facts import (
     requested_resources,
     type_chain,
 )
-from .imports import ImportClosure, ImportResolver, ResolverConfig, _import_entries
+from .imports import (
+    ImportClosure,
+    ImportResolver,
+    ResolverConfig,
+    _import_entries,
+    shared_resolver,
+)
 from .inputs import check_complex_inputs, check_inputs, constraint_list
 from .limits import Limits
 from .yamlsafe import load_checked
@@ -46,15 +52,6 @@ INLINE_SECTIONS = (
 ACCEPTED_VERSIONS = ("tosca_simple_yaml_1_0", "tosca_simple_yaml_1_2", "tosca_simple_yaml_1_3")
 MAX_MESSAGE_CHARS = 500
 MAX_PROBLEMS = 50
-
-_resolvers: dict[str, ImportResolver] = {}
-
-
-def resolver_for(config: ResolverConfig) -> ImportResolver:
-    """One resolver (and type-file cache) per configuration, per process."""
-    resolver = ImportResolver(config)
-    return _resolvers.setdefault(resolver.fingerprint, resolver)
-
 
 # ---- messages ------------------------------------------------------------------------------
 
@@ -200,7 +197,7 @@ def run(
     known_templates: Mapping[str, str],
 ) -> TemplateFacts:
     patches.apply()
-    resolver = resolver_for(resolver_config)
+    resolver = shared_resolver(resolver_config)
     tpl = _check_shape(
         load_checked(
             template_text,

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from .errors import TemplateError
-from .imports import ImportResolver, default_resolver_config
+from .imports import ImportResolver, shared_resolver
 from .limits import DEFAULT_LIMITS, Limits
 from .yamlsafe import load_checked
 
@@ -52,15 +52,6 @@ CONTEXTUALIZING_TYPES = (
     "tosca.nodes.aisprint.FaaS.Function",
     "tosca.nodes.im.AnsibleHost",
 )
-
-_default_resolver: ImportResolver | None = None
-
-
-def _resolver() -> ImportResolver:
-    global _default_resolver
-    if _default_resolver is None:
-        _default_resolver = ImportResolver(default_resolver_config())
-    return _default_resolver
 
 
 def _strip(definition: object) -> None:
@@ -133,7 +124,7 @@ def strip_contextualization(
     topology = tpl.get("topology_template")
     if not isinstance(topology, dict):
         raise TemplateError('the template has no "topology_template" mapping')
-    resolver = resolver or _resolver()
+    resolver = resolver or shared_resolver()
 
     merged: dict[str, dict[str, Any]] = {section: {} for section in TYPE_SECTIONS}
     imports = tpl.pop("imports", None)

@@ -356,6 +356,19 @@ class ImportResolver:
         return copy.deepcopy(self._load(Path(path)))
 
 
+_shared: dict[str, ImportResolver] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_resolver(config: ResolverConfig | None = None) -> ImportResolver:
+    """One resolver (so one type-file cache) per configuration, per process.
+
+    Without `config`, the default configuration (`default_resolver_config`)."""
+    resolver = ImportResolver(config)
+    with _shared_lock:
+        return _shared.setdefault(resolver.fingerprint, resolver)
+
+
 def _looks_like_url(name: str) -> bool:
     parts = urlsplit(name.strip())
     return bool(parts.scheme) and (bool(parts.netloc) or parts.scheme == "file")

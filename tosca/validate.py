@@ -22,7 +22,7 @@ import msgspec
 
 from .errors import TemplateError, TemplateTooComplex
 from .facts import TemplateFacts
-from .imports import ImportResolver, ResolverConfig, default_resolver_config
+from .imports import ImportResolver, ResolverConfig, shared_resolver
 from .limits import DEFAULT_LIMITS, Limits
 from .worker import WorkerPool
 
@@ -201,10 +201,8 @@ def run_cached(
 
 
 def as_resolver(resolver: ImportResolver | ResolverConfig | None) -> ImportResolver:
-    if resolver is None:
-        return _default_resolver()
-    if isinstance(resolver, ResolverConfig):
-        return ImportResolver(resolver)
+    if resolver is None or isinstance(resolver, ResolverConfig):
+        return shared_resolver(resolver)
     return resolver
 
 
@@ -213,15 +211,6 @@ def as_resolver(resolver: ImportResolver | ResolverConfig | None) -> ImportResol
 _defaults_lock = threading.Lock()
 _default_pool: WorkerPool | None = None
 _default_cache = FactsCache()
-_default_resolver_instance: ImportResolver | None = None
-
-
-def _default_resolver() -> ImportResolver:
-    global _default_resolver_instance
-    with _defaults_lock:
-        if _default_resolver_instance is None:
-            _default_resolver_instance = ImportResolver(default_resolver_config())
-        return _default_resolver_instance
 
 
 def default_pool() -> WorkerPool:
