@@ -21,7 +21,7 @@ from .errors import TemplateError, ValidatorUnavailable
 from .facts import TemplateFacts
 from .imports import ImportResolver, ResolverConfig
 from .limits import DEFAULT_LIMITS, Limits
-from .validate import FactsCache, as_resolver, prepare, run_cached
+from .validate import FactsCache, as_resolver, cached_outcome, prepare, run_and_cache
 from .worker import WorkerPool
 
 
@@ -73,15 +73,13 @@ class TemplateValidator:
             self.resolver,
             self.known_templates,
         )
-        cached = self.cache.get(prepared.key)
-        if isinstance(cached, TemplateFacts):
+        cached = cached_outcome(self.cache, prepared.key)
+        if cached is not None:
             return cached
-        if isinstance(cached, TemplateError):
-            raise cached.fresh()
         running = self._inflight.get(prepared.key)
         if running is None:
             running = loop.run_in_executor(
-                self._threads, run_cached, prepared, limits, self.pool, self.cache
+                self._threads, run_and_cache, prepared, limits, self.pool, self.cache
             )
             self._inflight[prepared.key] = running
             running.add_done_callback(functools.partial(self._finished, prepared.key))

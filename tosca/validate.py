@@ -172,15 +172,18 @@ def prepare(
     )
 
 
-def run_cached(
+def cached_outcome(cache: FactsCache | None, key: str) -> TemplateFacts | None:
+    """The cached facts, or raise the cached verdict; None when nothing is cached."""
+    cached = cache.get(key) if cache is not None else None
+    if isinstance(cached, TemplateError):
+        raise cached.fresh()
+    return cached
+
+
+def run_and_cache(
     prepared: Prepared, limits: Limits, pool: WorkerPool, cache: FactsCache | None
 ) -> TemplateFacts:
-    if cache is not None:
-        cached = cache.get(prepared.key)
-        if isinstance(cached, TemplateFacts):
-            return cached
-        if isinstance(cached, TemplateError):
-            raise cached.fresh()
+    """Validate in a worker (the cache has been consulted) and remember the outcome."""
     try:
         facts = pool.run(
             prepared.template_text,
@@ -240,4 +243,7 @@ def validate(
     """
     resolver_obj = as_resolver(resolver)
     prepared = prepare(template_text, inputs, limits, resolver_obj, known_templates or {})
-    return run_cached(prepared, limits, pool or default_pool(), cache)
+    cached = cached_outcome(cache, prepared.key)
+    if cached is not None:
+        return cached
+    return run_and_cache(prepared, limits, pool or default_pool(), cache)

@@ -28,6 +28,8 @@ async def test_validate_returns_facts_and_caches(validator) -> None:
     assert facts.template_name == "Virtual machine"
     assert facts.resources.vcpus == 2
     assert await validator.validate(text, {"num_cpus": 2}) is facts
+    # One lookup per request: the first missed, the second hit.
+    assert (validator.cache.misses, validator.cache.hits) == (1, 1)
 
 
 async def test_concurrent_requests_share_one_validation(validator) -> None:
