@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import patches
-from .errors import ImportRejected, Problem, TemplateError
+from .errors import ImportRejected, Problem, TemplateError, exception_text
 from .facts import (
     DeclaredInput,
     NodeSummary,
@@ -82,11 +82,7 @@ class _Sanitizer:
 
 
 def _exception_problem(exc: BaseException, clean: _Sanitizer) -> Problem:
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    else:
-        text = str(exc) or type(exc).__name__
-    return Problem(type(exc).__name__, clean(text))
+    return Problem(type(exc).__name__, clean(exception_text(exc)))
 
 
 def summarise(problems: list[Problem]) -> str:

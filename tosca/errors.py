@@ -16,6 +16,13 @@ class Problem(msgspec.Struct, frozen=True):
     message: str
 
 
+def exception_text(exc: BaseException) -> str:
+    """What a parser exception says (a KeyError's str() would add quotes around it)."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
 class TemplateError(Exception):
     """The template (or its inputs) is not acceptable.
 

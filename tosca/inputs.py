@@ -31,7 +31,7 @@ from re import _constants as sre_constants  # type: ignore[attr-defined]
 from re import _parser as sre_parser  # type: ignore[attr-defined]
 from typing import Any
 
-from .errors import Problem
+from .errors import Problem, exception_text
 from .limits import Limits
 
 PRIMITIVE_TYPES = frozenset(
@@ -560,14 +560,7 @@ def check_complex_inputs(
             ExceptionCollector.stop()
         for collected in ExceptionCollector.getExceptions():
             problems.append(
-                Problem("InvalidInputError", f'input "{name}": {_exception_text(collected)}')
+                Problem("InvalidInputError", f'input "{name}": {exception_text(collected)}')
             )
         ExceptionCollector.clear()
     return problems
-
-
-def _exception_text(exc: BaseException) -> str:
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
-    text = str(exc)
-    return text or type(exc).__name__
