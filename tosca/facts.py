@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -295,6 +295,14 @@ class _Accumulator:
         return None
 
 
+def _requirement_targets(node: Any) -> Iterator[tuple[str, object]]:
+    """(requirement name, target node name) of a node's requirements, short or long form."""
+    for requirement in node.requirements or []:
+        if isinstance(requirement, Mapping):
+            for req_name, target in requirement.items():
+                yield req_name, target.get("node") if isinstance(target, Mapping) else target
+
+
 def _derived(node: Any, type_name: str) -> bool:
     try:
         return bool(node.is_derived_from(type_name))
@@ -362,13 +370,9 @@ def requested_resources(tosca: Any, params: Mapping[str, Any] | None = None) -> 
     for node in nodes:
         if node.name not in instances_of:
             continue
-        for requirement in node.requirements or []:
-            if not isinstance(requirement, Mapping):
-                continue
-            for req_name, target in requirement.items():
-                target_name = target.get("node") if isinstance(target, Mapping) else target
-                if req_name == "local_storage" and isinstance(target_name, str):
-                    attached[target_name] = attached.get(target_name, 0) + instances_of[node.name]
+        for req_name, target_name in _requirement_targets(node):
+            if req_name == "local_storage" and isinstance(target_name, str):
+                attached[target_name] = attached.get(target_name, 0) + instances_of[node.name]
     for node in nodes:
         if not _derived(node, "tosca.nodes.BlockStorage"):
             continue
@@ -390,14 +394,11 @@ def requested_resources(tosca: Any, params: Mapping[str, Any] | None = None) -> 
         if not _derived(node, "tosca.nodes.network.Port"):
             continue
         binding = link = None
-        for requirement in node.requirements or []:
-            if isinstance(requirement, Mapping):
-                for req_name, target in requirement.items():
-                    target_name = target.get("node") if isinstance(target, Mapping) else target
-                    if req_name == "binding":
-                        binding = target_name
-                    elif req_name == "link":
-                        link = target_name
+        for req_name, target_name in _requirement_targets(node):
+            if req_name == "binding":
+                binding = target_name
+            elif req_name == "link":
+                link = target_name
         if link in public_networks and isinstance(binding, str):
             ports_binding.add(binding)
             public_ips += instances_of.get(binding, 1)
