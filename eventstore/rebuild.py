@@ -221,13 +221,20 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
     with replaying():
         pending = read(position)
         waited_since: float | None = None
+        # Whether the bound was final before the last read began: only then does an empty
+        # read mean the end. A bound that turns final between a read and the check is
+        # read once more (finality never goes back, so one flag is enough).
+        bound_final = False
         try:
             while True:
                 batch = await pending
                 if not batch:
-                    if (to_position is None or position >= to_position
-                            or await _is_final(store, to_position)):
+                    if to_position is None or position >= to_position or bound_final:
                         break
+                    if await _is_final(store, to_position):
+                        bound_final = True
+                        pending = read(position)
+                        continue
                     # Rows up to the bound exist but an older transaction is still
                     # open: they are not final yet. Wait for it, never skip them.
                     waited_since = waited_since or time.monotonic()
@@ -240,8 +247,8 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
                     continue
                 waited_since = None
                 position = batch[-1].log_position
-                short = len(batch) < batch_size
-                if not (short and stop_near_head):
+                last = stop_near_head and len(batch) < batch_size
+                if not last:
                     pending = read(position)
                 items = _strict(projection, registry, batch, until)
                 async with engine.begin() as conn:
@@ -253,11 +260,13 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
                 if progress is not None:
                     elapsed = max(time.monotonic() - began, 1e-9)
                     rate = done / elapsed
-                    total = max(total, done)
+                    # The count made at the start includes rows not final yet, which a
+                    # replay stopping near the head leaves to Kafka: its last batch is all.
+                    total = done if last else max(total, done)
                     progress(RebuildProgress(done=done, total=total, rate=rate,
                                              eta_seconds=(total - done) / rate if rate else None,
                                              position=position))
-                if short and stop_near_head:
+                if last:
                     break
         finally:
             if not pending.done():
