@@ -51,15 +51,6 @@ class TemplateError(Exception):
         """An equal error without traceback (what the cache stores and re-raises)."""
         return type(self)(self.message, problems=self.problems, kind=self.kind)
 
-    def __reduce__(self) -> tuple[object, ...]:  # keep keyword-only fields across pickling
-        return (_rebuild_error, (type(self), self.message, self.problems, self.kind))
-
-
-def _rebuild_error(
-    cls: type[TemplateError], message: str, problems: tuple[Problem, ...], kind: str
-) -> TemplateError:
-    return cls(message, problems=problems, kind=kind)
-
 
 class ImportRejected(TemplateError):
     """An import URL is not mapped, not allowed, or its file is missing."""
