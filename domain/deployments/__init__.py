@@ -1,5 +1,7 @@
 """The Deployment aggregate: events, commands, state and the pure decider."""
 
+from domain.event_catalogue import event_tag
+
 from .commands import (
     HANDLER_COMMAND_TYPES,
     USER_COMMAND_TYPES,
@@ -57,7 +59,6 @@ from .events import (
     DeploymentDeletionFailed,
     DeploymentDeletionRequested,
     DeploymentEvent,
-    DeploymentEventUnion,
     DeploymentFailed,
     DeploymentInfrastructureCreated,
     DeploymentInfrastructureDestroyed,
@@ -71,7 +72,6 @@ from .events import (
     DeploymentUpdateRequested,
     decode_event,
     encode_event,
-    event_tag,
 )
 from .state import (
     COMPLETE_STATUS,
@@ -153,7 +153,6 @@ __all__ = [
     "DeploymentDeletionRequested",
     "DeploymentError",
     "DeploymentEvent",
-    "DeploymentEventUnion",
     "DeploymentFailed",
     "DeploymentInfrastructureCreated",
     "DeploymentInfrastructureDestroyed",

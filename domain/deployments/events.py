@@ -14,10 +14,11 @@ and never carry a credential.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final, TypeAlias
+from typing import Final
 
 import msgspec
 
+from domain.event_catalogue import EventCatalogue
 from domain.identity import Actor
 
 from .values import (
@@ -272,27 +273,6 @@ class DeploymentDataReady(
 # --- end data staging ----------------------------------------------------------------------
 
 
-DeploymentEventUnion: TypeAlias = (
-    DeploymentDataReady  # issue 6
-    | DeploymentRequested
-    | DeploymentUpdateRequested
-    | DeploymentDeletionRequested
-    | DeploymentStatusReset
-    | DeploymentRetryRequested
-    | DeploymentResourceActionRequested
-    | DeploymentScheduled
-    | DeploymentAttemptStarted
-    | DeploymentInfrastructureCreated
-    | DeploymentInfrastructureDestroyed
-    | DeploymentAttemptFailed
-    | DeploymentCompleted
-    | DeploymentFailed
-    | DeploymentDeleted
-    | DeploymentDeletionFailed
-    | DeploymentResourcesChanged
-    | DeploymentLogUpdated
-)
-
 EVENT_TYPES: Final[tuple[type[DeploymentEvent], ...]] = (
     DeploymentRequested,
     DeploymentUpdateRequested,
@@ -314,35 +294,9 @@ EVENT_TYPES: Final[tuple[type[DeploymentEvent], ...]] = (
     DeploymentDataReady,  # issue 6
 )
 
-
-def event_tag(event_type: type[DeploymentEvent] | DeploymentEvent) -> str:
-    """The stable tag (stored event type) of an event class or instance."""
-    tag = event_type.__struct_config__.tag
-    if not isinstance(tag, str):  # pragma: no cover - every event class sets one
-        raise TypeError(f"{event_type!r} has no string tag")
-    return tag
-
-
-EVENT_TYPES_BY_TAG: Final[dict[str, type[DeploymentEvent]]] = {
-    event_tag(event_type): event_type for event_type in EVENT_TYPES
-}
-
-SCHEMA_VERSIONS: Final[dict[str, int]] = {tag: 1 for tag in EVENT_TYPES_BY_TAG}
+_CATALOGUE: Final = EventCatalogue[DeploymentEvent](EVENT_TYPES)
+EVENT_TYPES_BY_TAG: Final = _CATALOGUE.types_by_tag
+SCHEMA_VERSIONS: Final = _CATALOGUE.schema_versions
 """Current schema version per tag, recorded by the store with each event."""
-
-_JSON_ENCODER: Final = msgspec.json.Encoder()
-_JSON_DECODER: Final = msgspec.json.Decoder(DeploymentEventUnion)
-
-
-def encode_event(event: DeploymentEvent) -> bytes:
-    """JSON of an event, including its ``type`` tag."""
-    return _JSON_ENCODER.encode(event)
-
-
-def decode_event(data: bytes | str) -> DeploymentEvent:
-    """The event a JSON document holds, dispatched on its ``type`` tag.
-
-    Raises ``msgspec.ValidationError`` for an unknown tag or an invalid payload.
-    """
-    event: DeploymentEvent = _JSON_DECODER.decode(data)
-    return event
+encode_event: Final = _CATALOGUE.encode
+decode_event: Final = _CATALOGUE.decode

@@ -12,6 +12,8 @@
   ``airanker-dataset``).
 """
 
+from domain.event_catalogue import event_tag
+
 from .commands import (
     OPERATOR_COMMAND_TYPES,
     AddProviderAlias,
@@ -57,7 +59,6 @@ from .events import (
     ProviderAliasRemoved,
     ProviderDetailsChanged,
     ProviderEvent,
-    ProviderEventUnion,
     ProviderPrioritySet,
     ProviderRegistered,
     ProviderStatusChanged,
@@ -78,7 +79,6 @@ from .events import (
     UserGroupRemoved,
     decode_event,
     encode_event,
-    event_tag,
 )
 from .naming import (
     CATEGORY,
@@ -175,7 +175,6 @@ __all__ = [
     "ProviderDetailsChanged",
     "ProviderError",
     "ProviderEvent",
-    "ProviderEventUnion",
     "ProviderNotFound",
     "ProviderPrioritySet",
     "ProviderRegistered",

@@ -22,10 +22,11 @@ nothing); the SLA is keyed by its document id and holds its projects on this pro
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final, TypeAlias
+from typing import Final
 
 import msgspec
 
+from domain.event_catalogue import EventCatalogue
 from domain.identity import Actor
 
 from .values import (
@@ -312,46 +313,6 @@ class AvailabilityChanged(
     failing_scopes: tuple[ScanScope, ...] = ()
 
 
-ProviderEventUnion: TypeAlias = (
-    ProviderRegistered
-    | ProviderDetailsChanged
-    | ProviderStatusChanged
-    | ProviderAliasAdded
-    | ProviderAliasRemoved
-    | ProviderPrioritySet
-    | RegionAdded
-    | RegionChanged
-    | RegionRemoved
-    | ServiceAdded
-    | ServiceChanged
-    | ServiceRemoved
-    | ProjectAdded
-    | ProjectChanged
-    | ProjectRemoved
-    | IdentityProviderTrusted
-    | IdentityProviderChanged
-    | IdentityProviderUntrusted
-    | UserGroupAdded
-    | UserGroupRemoved
-    | SlaAdded
-    | SlaChanged
-    | SlaRemoved
-    | FlavorAdded
-    | FlavorChanged
-    | FlavorRemoved
-    | ImageAdded
-    | ImageChanged
-    | ImageRemoved
-    | NetworkAdded
-    | NetworkChanged
-    | NetworkRemoved
-    | QuotaLimitsChanged
-    | QuotaLimitsRemoved
-    | ScopeScanFailed
-    | ScopeScanRecovered
-    | AvailabilityChanged
-)
-
 EVENT_TYPES: Final[tuple[type[ProviderEvent], ...]] = (
     ProviderRegistered,
     ProviderDetailsChanged,
@@ -392,30 +353,8 @@ EVENT_TYPES: Final[tuple[type[ProviderEvent], ...]] = (
     AvailabilityChanged,
 )
 
-
-def event_tag(event_type: type[msgspec.Struct] | msgspec.Struct) -> str:
-    """The stable tag (stored event type) of an event class or instance."""
-    tag = event_type.__struct_config__.tag
-    if not isinstance(tag, str):  # pragma: no cover - every event class sets one
-        raise TypeError(f"{event_type!r} has no string tag")
-    return tag
-
-
-EVENT_TYPES_BY_TAG: Final[dict[str, type[ProviderEvent]]] = {
-    event_tag(event_type): event_type for event_type in EVENT_TYPES
-}
-
-SCHEMA_VERSIONS: Final[dict[str, int]] = {tag: 1 for tag in EVENT_TYPES_BY_TAG}
-
-_JSON_ENCODER: Final = msgspec.json.Encoder()
-_JSON_DECODER: Final = msgspec.json.Decoder(ProviderEventUnion)
-
-
-def encode_event(event: ProviderEvent) -> bytes:
-    return _JSON_ENCODER.encode(event)
-
-
-def decode_event(data: bytes | str) -> ProviderEvent:
-    """The event a JSON document holds; ``msgspec.ValidationError`` if unknown or invalid."""
-    event: ProviderEvent = _JSON_DECODER.decode(data)
-    return event
+_CATALOGUE: Final = EventCatalogue[ProviderEvent](EVENT_TYPES)
+EVENT_TYPES_BY_TAG: Final = _CATALOGUE.types_by_tag
+SCHEMA_VERSIONS: Final = _CATALOGUE.schema_versions
+encode_event: Final = _CATALOGUE.encode
+decode_event: Final = _CATALOGUE.decode

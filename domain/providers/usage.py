@@ -15,6 +15,7 @@ from typing import Final, TypeAlias
 
 import msgspec
 
+from domain.event_catalogue import EventCatalogue
 from domain.identity import Actor
 
 from .commands import ObserveProvider
@@ -44,18 +45,10 @@ class QuotaUsageSampled(QuotaUsageEvent, tag="quotausage.sampled", frozen=True, 
 
 
 USAGE_EVENT_TYPES: Final[tuple[type[QuotaUsageEvent], ...]] = (QuotaUsageSampled,)
-USAGE_SCHEMA_VERSIONS: Final[dict[str, int]] = {"quotausage.sampled": 1}
-_ENCODER: Final = msgspec.json.Encoder()
-_DECODER: Final = msgspec.json.Decoder(QuotaUsageSampled)
-
-
-def encode_usage_event(event: QuotaUsageEvent) -> bytes:
-    return _ENCODER.encode(event)
-
-
-def decode_usage_event(data: bytes | str) -> QuotaUsageEvent:
-    event: QuotaUsageEvent = _DECODER.decode(data)
-    return event
+_CATALOGUE: Final = EventCatalogue[QuotaUsageEvent](USAGE_EVENT_TYPES)
+USAGE_SCHEMA_VERSIONS: Final = _CATALOGUE.schema_versions
+encode_usage_event: Final = _CATALOGUE.encode
+decode_usage_event: Final = _CATALOGUE.decode
 
 
 class QuotaUsageState(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,6 +1,8 @@
 """The Replication aggregate: a request for Rucio replication rules, their state, migrations
 and removal. Pure: events, commands, state and the decider."""
 
+from domain.event_catalogue import event_tag
+
 from .commands import (
     CancelReplication,
     CompleteMigration,
@@ -38,7 +40,6 @@ from .events import (
     SCHEMA_VERSIONS,
     ReplicationCancelled,
     ReplicationEvent,
-    ReplicationEventUnion,
     ReplicationFailed,
     ReplicationMigrationCompleted,
     ReplicationMigrationFailed,
@@ -50,7 +51,6 @@ from .events import (
     RuleState,
     decode_event,
     encode_event,
-    event_tag,
 )
 from .state import Generation, ReplicationState, ReplicationStatus
 
@@ -61,7 +61,7 @@ __all__ = [
     "CancelReplication", "CompleteMigration", "FailMigration", "FailReplication", "Generation",
     "InvalidRequest", "InvalidTransition", "NotPermitted", "ObserveRuleState",
     "RecordRuleCreated", "RecordRulesRemoved", "ReplicationCancelled", "ReplicationCommand",
-    "ReplicationError", "ReplicationEvent", "ReplicationEventUnion", "ReplicationFailed",
+    "ReplicationError", "ReplicationEvent", "ReplicationFailed",
     "ReplicationMigrationCompleted", "ReplicationMigrationFailed",
     "ReplicationMigrationRequested", "ReplicationNotFound", "ReplicationRequested",
     "ReplicationRuleCreated", "ReplicationRuleRemoved", "ReplicationState",

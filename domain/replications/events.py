@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Final, TypeAlias
+from typing import Final
 
 import msgspec
 
+from domain.event_catalogue import EventCatalogue
 from domain.identity import Actor
 
 
@@ -127,18 +128,6 @@ class ReplicationFailed(ReplicationEvent, tag="replication.failed", frozen=True,
     reason: str
 
 
-ReplicationEventUnion: TypeAlias = (
-    ReplicationRequested
-    | ReplicationRuleCreated
-    | ReplicationStateObserved
-    | ReplicationMigrationRequested
-    | ReplicationMigrationCompleted
-    | ReplicationMigrationFailed
-    | ReplicationCancelled
-    | ReplicationRuleRemoved
-    | ReplicationFailed
-)
-
 EVENT_TYPES: Final[tuple[type[ReplicationEvent], ...]] = (
     ReplicationRequested,
     ReplicationRuleCreated,
@@ -151,27 +140,8 @@ EVENT_TYPES: Final[tuple[type[ReplicationEvent], ...]] = (
     ReplicationFailed,
 )
 
-
-def event_tag(event_type: type[ReplicationEvent] | ReplicationEvent) -> str:
-    tag = event_type.__struct_config__.tag
-    if not isinstance(tag, str):  # pragma: no cover - every event class sets one
-        raise TypeError(f"{event_type!r} has no string tag")
-    return tag
-
-
-EVENT_TYPES_BY_TAG: Final[dict[str, type[ReplicationEvent]]] = {
-    event_tag(event_type): event_type for event_type in EVENT_TYPES
-}
-SCHEMA_VERSIONS: Final[dict[str, int]] = {tag: 1 for tag in EVENT_TYPES_BY_TAG}
-
-_ENCODER: Final = msgspec.json.Encoder()
-_DECODER: Final = msgspec.json.Decoder(ReplicationEventUnion)
-
-
-def encode_event(event: ReplicationEvent) -> bytes:
-    return _ENCODER.encode(event)
-
-
-def decode_event(data: bytes | str) -> ReplicationEvent:
-    event: ReplicationEvent = _DECODER.decode(data)
-    return event
+_CATALOGUE: Final = EventCatalogue[ReplicationEvent](EVENT_TYPES)
+EVENT_TYPES_BY_TAG: Final = _CATALOGUE.types_by_tag
+SCHEMA_VERSIONS: Final = _CATALOGUE.schema_versions
+encode_event: Final = _CATALOGUE.encode
+decode_event: Final = _CATALOGUE.decode
