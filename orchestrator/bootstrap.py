@@ -1,6 +1,7 @@
 """Explicit wiring: every component is built here and nowhere else.
 
-Registries are plain lists (PROJECTIONS, HANDLERS) and the event registry is
+The projection registry is a plain list (PROJECTIONS); side-effect handlers hold clients
+and the command service, so build() makes them (System.handlers). The event registry is
 filled from the domain's event types; no import-time registration.
 """
 
@@ -10,7 +11,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta  # provider ranking (issue 4)
 from importlib import metadata as package_metadata
@@ -152,7 +153,6 @@ PROJECTIONS: list[tuple[Projection, list[str]]] = [
     (site_success_view.projection, ["deployment"]),
     (airanker_dataset_view.projection, ["deployment"]),
 ]
-HANDLERS: list[tuple[Handler, list[str]]] = []
 
 
 def event_registry() -> EventRegistry:
@@ -184,6 +184,16 @@ class LiveVersion:
             self._version = await live_version(conn, self.name)
             self._checked = now
         return self._version
+
+    async def read(self, engine: AsyncEngine, query: Callable[..., Awaitable[Any]],
+                   *arguments: Any, **keywords: Any) -> Any:
+        """``query(conn, version, *arguments, **keywords)`` on the live build; None while
+        nothing is built yet."""
+        async with engine.connect() as conn:
+            version = await self.get(conn)
+            if version is None:
+                return None
+            return await query(conn, version, *arguments, **keywords)
 
 
 class DeploymentsReader:
@@ -383,12 +393,10 @@ class SchedulingCatalogueReader:
         return [state for _, state in self._usage.values()]
 
     async def success_stats(self, template_type: str | None) -> Sequence[SuccessStats]:
-        async with self.engine.connect() as conn:
-            build = await self.live_success.get(conn)
-            if build is None:
-                return []
-            return await site_success_view.success_stats(
-                conn, build, template_type, since=self.clock() - self.success_window)
+        stats = await self.live_success.read(self.engine, site_success_view.success_stats,
+                                             template_type,
+                                             since=self.clock() - self.success_window)
+        return stats or []
 
 
 # ---------------------------------------------------------------- data management (issue 6)
@@ -403,23 +411,17 @@ class ReplicationsReader:
         self.live = LiveVersion(replications_view.NAME)
 
     async def get(self, replication_id: str) -> ReplicationView | None:
-        async with self.engine.connect() as conn:
-            version = await self.live.get(conn)
-            if version is None:
-                return None
-            row = await replications_view.get_replication(conn, version, replication_id)
+        row = await self.live.read(self.engine, replications_view.get_replication,
+                                   replication_id)
         return msgspec.convert(row, ReplicationView) if row is not None else None
 
     async def list(self, *, owner_issuer: str | None, owner_subject: str | None,
                    deployment_id: str | None, offset: int,
                    limit: int) -> tuple[list[ReplicationView], int]:
-        async with self.engine.connect() as conn:
-            version = await self.live.get(conn)
-            if version is None:
-                return [], 0
-            rows, total = await replications_view.list_replications(
-                conn, version, owner_issuer=owner_issuer, owner_subject=owner_subject,
-                deployment_id=deployment_id, offset=offset, limit=limit)
+        rows, total = await self.live.read(
+            self.engine, replications_view.list_replications, owner_issuer=owner_issuer,
+            owner_subject=owner_subject, deployment_id=deployment_id, offset=offset,
+            limit=limit) or ([], 0)
         return [msgspec.convert(row, ReplicationView) for row in rows], total
 
     async def unsettled(self) -> list[str]:
@@ -466,9 +468,7 @@ class ProviderReadsReader:
         self.capacity = LiveVersion(provider_capacity_view.NAME)
 
     async def _catalogue(self, query: Callable[..., Any], **arguments: Any) -> list[Any]:
-        async with self.engine.connect() as conn:
-            version = await self.catalogue.get(conn)
-            return [] if version is None else list(await query(conn, version, **arguments))
+        return list(await self.catalogue.read(self.engine, query, **arguments) or [])
 
     async def providers(self) -> list[ProviderRow]:
         rows = await self._catalogue(provider_catalogue_view.list_providers)
@@ -506,21 +506,16 @@ class ProviderReadsReader:
 
     async def quotas(self, *, provider_id: str, region: str | None = None,
                      project_id: str | None = None) -> list[QuotaRow]:
-        async with self.engine.connect() as conn:
-            version = await self.capacity.get(conn)
-            if version is None:
-                return []
-            rows = await provider_capacity_view.site_capacity(
-                conn, version, provider_id=provider_id, region=region, project_id=project_id)
+        rows = await self.capacity.read(self.engine, provider_capacity_view.site_capacity,
+                                        provider_id=provider_id, region=region,
+                                        project_id=project_id) or []
         return [msgspec.convert(r, QuotaRow) for r in rows]
 
     async def provider_for_registry_name(self, name: str, provider_type: str) -> str | None:
-        async with self.engine.connect() as conn:
-            version = await self.catalogue.get(conn)
-            if version is None:
-                return None
-            return await provider_catalogue_view.provider_for_registry_name(
-                conn, version, name, provider_type)
+        found: str | None = await self.catalogue.read(
+            self.engine, provider_catalogue_view.provider_for_registry_name, name,
+            provider_type)
+        return found
 
 
 # ---------------------------------------------------------------- TOSCA
@@ -683,8 +678,7 @@ class System:
     authenticator: Authenticator
     authorizer: Authorizer
     validator: LazyTemplateValidator | None = None
-    # Side-effect handlers built by build() (they hold clients and the command service);
-    # the module-level HANDLERS list is for handlers that need no ports.
+    # Side-effect handlers built by build() (they hold clients and the command service).
     handlers: list[tuple[Handler, list[str]]] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     rucio: RucioClient | None = None  # data management (issue 6), closed with the system
@@ -695,14 +689,10 @@ class System:
     user_credentials: credentials.DeploymentCredentials | None = None
 
     def projection(self, name: str) -> tuple[Projection, list[str]]:
-        for projection, categories in PROJECTIONS:
-            if projection.NAME == name:
-                return projection, categories
-        known = ", ".join(p.NAME for p, _ in PROJECTIONS)
-        raise KeyError(f"no projection named {name!r} (known: {known})")
+        return _projection_named(name)
 
     def handler(self, name: str) -> Handler:
-        for handler, _ in [*HANDLERS, *self.handlers]:
+        for handler, _ in self.handlers:
             if handler.NAME == name:
                 return handler
         raise KeyError(f"no handler named {name!r}")
@@ -877,8 +867,7 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
     ), base_path=settings.api_base_path)
     # provider ingestion and reads (issue 4, A): their controllers' state
     app.state.update(providers_app_state(ProvidersApi(
-        reads=ProviderReadsReader(engine), ingestion=ProviderIngestion(store, registry),
-        authenticator=authenticator, auth_settings=settings.auth)))
+        reads=ProviderReadsReader(engine), ingestion=ProviderIngestion(store, registry))))
     system = System(settings=settings, pool=pool, engine=engine, store=store, registry=registry,
                     commands=commands, relay=relay, metrics=metrics, app=app, legacy=legacy,
                     authenticator=authenticator, authorizer=authorizer, validator=own_validator,
@@ -957,7 +946,7 @@ async def start_components(system: System, stop: asyncio.Event,
             bootstrap_servers=settings.kafka_bootstrap, topic=settings.feeder_topic,
             settings=consumer, directory=ProviderReadsReader(system.engine))
         system.tasks.append(asyncio.create_task(feeder.run(stop), name="feeder-ingest"))
-    for handler, categories in [*HANDLERS, *system.handlers]:
+    for handler, categories in system.handlers:
         runner = HandlerRunner(
             handler, engine=system.engine, bootstrap_servers=settings.kafka_bootstrap,
             topics=topics_for(settings.topic_prefix, categories), registry=system.registry,

@@ -3,8 +3,10 @@
 A guard authenticates the bearer token (``api.auth``) before anything else of the request
 is looked at (a bad body from an anonymous caller is a 401, as in Spring Security), checks
 the legacy scopes (every call ``openid profile``; mutations, marked ``opt={"mutation":
-True}``, one of ``offline_access fts:submit-transfer``) and leaves the Principal in the
-request state for the ``principal`` dependency.
+True}``, one of ``offline_access fts:submit-transfer``), admin-only handlers (``opt={"admin":
+True}``) a member of the admin group of the token's issuer, and leaves the Principal in the
+request state for the ``principal`` dependency. The provider, statistics, audit and data
+controllers use the same guard.
 
 Per deployment: not readable -> 404 with the not-found message (ids do not leak);
 readable but not allowed to act -> 403 with the legacy owner message.
@@ -34,6 +36,7 @@ AnyRequest: TypeAlias = Request[Any, Any, Any]
 
 PRINCIPAL = "principal"
 LEGACY = "legacy"
+ADMINS_ONLY = "Only administrators can perform this operation"
 
 
 def legacy_of(connection: ASGIConnection[Any, Any, Any, Any]) -> LegacyApi:
@@ -47,6 +50,8 @@ async def authenticated(connection: ASGIConnection[Any, Any, Any, Any],
     legacy = legacy_of(connection)
     principal = await legacy.authenticator.authenticate(connection.headers.get("authorization"))
     require_scopes(principal, legacy.auth_settings, mutation=bool(handler.opt.get("mutation")))
+    if handler.opt.get("admin") and not principal.is_admin:
+        raise ApiError(403, ADMINS_ONLY)
     if handler.opt.get("body"):
         content_type = connection.headers.get("content-type")
         if content_type and not _is_json(content_type):

@@ -25,6 +25,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api.auth import Principal
 from api.errors import ApiError
+from api.legacy.common import actor_of
 from api.legacy.shapes import JSON_MEDIA_TYPE, errors
 from api.providers.ingestion import IngestionResult, request_metadata
 from api.providers.reads import (
@@ -35,7 +36,6 @@ from api.providers.reads import (
     scope_json,
 )
 from api.providers.security import DEPENDENCIES, Caller, Providers, authenticated
-from domain.identity import Actor
 from domain.providers import (
     AddProviderAlias,
     AliasConflict,
@@ -64,8 +64,7 @@ from domain.providers.sources import (
 )
 
 PathId = FromPath[str]
-ADMIN = {"admin": True}
-ADMIN_BODY = {"admin": True, "body": True}
+BODY = {"body": True}
 ADMIN_ERRORS = errors(400, 401, 403, 404, 409, 415)
 
 
@@ -115,10 +114,6 @@ class PriorityRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     priority: int
     reason: str = ""
-
-
-def _actor(principal: Principal) -> Actor:
-    return Actor(issuer=principal.issuer, subject=principal.subject)
 
 
 def _failed_scopes(values: list[str] | None) -> tuple[ScopeFailure, ...]:
@@ -185,10 +180,11 @@ class ProviderAdminController(Controller):
     path = "/v1/admin/providers"
     tags = ["providers (admin)"]
     guards = [authenticated]
+    opt = {"admin": True}  # every provider admin endpoint
     dependencies = DEPENDENCIES
     security = [{"bearer": []}]
 
-    @post("/observations/tree", operation_id="observeProviderTree", opt=ADMIN_BODY,
+    @post("/observations/tree", operation_id="observeProviderTree", opt=BODY,
           status_code=200, responses=ADMIN_ERRORS, media_type=JSON_MEDIA_TYPE)
     async def observe_tree(self, providers: Providers, principal: Caller,
                            data: JSONBody[ProviderTree],
@@ -197,14 +193,14 @@ class ProviderAdminController(Controller):
         """Observe a Federation Registry provider tree; append only what changed."""
         try:
             command = observe_tree(
-                data, actor=_actor(principal),
+                data, actor=actor_of(principal),
                 provider_id=await _provider_id(providers, provider_id, data.name, data.type),
                 scan_id=scan_id, scopes_failed=_failed_scopes(failed_scope))
         except ProviderError as error:
             raise ApiError(error_status(error), error.message) from None
         return await _run(providers, scan_id, principal, command)
 
-    @post("/observations/feeder", operation_id="observeFeederMessages", opt=ADMIN_BODY,
+    @post("/observations/feeder", operation_id="observeFeederMessages", opt=BODY,
           status_code=200, responses=ADMIN_ERRORS, media_type=JSON_MEDIA_TYPE)
     async def observe_feeder(self, providers: Providers, principal: Caller,
                              data: JSONBody[FeederMessage | list[FeederMessage]],
@@ -218,7 +214,7 @@ class ProviderAdminController(Controller):
         first = messages[0]
         try:
             command = observe_feeder_messages(
-                messages, actor=_actor(principal),
+                messages, actor=actor_of(principal),
                 provider_id=await _provider_id(providers, provider_id, first.provider_name,
                                                first.provider_type),
                 scan_id=scan_id, scopes_failed=_failed_scopes(failed_scope))
@@ -226,7 +222,7 @@ class ProviderAdminController(Controller):
             raise ApiError(error_status(error), error.message) from None
         return await _run(providers, scan_id, principal, command)
 
-    @post("/", operation_id="registerProvider", opt=ADMIN_BODY, status_code=201,
+    @post("/", operation_id="registerProvider", opt=BODY, status_code=201,
           responses=ADMIN_ERRORS, media_type=JSON_MEDIA_TYPE)
     async def register(self, providers: Providers, principal: Caller,
                        data: JSONBody[RegisterRequest]) -> IngestionJson:
@@ -236,7 +232,7 @@ class ProviderAdminController(Controller):
         except ProviderError as error:
             raise ApiError(400, error.message) from None
         command = RegisterProvider(
-            provider_id=provider_id, actor=_actor(principal),
+            provider_id=provider_id, actor=actor_of(principal),
             details=ProviderDetails(name=data.name, type=data.type,
                                     description=data.description, is_public=data.isPublic,
                                     support_emails=tuple(data.supportEmails),
@@ -245,33 +241,33 @@ class ProviderAdminController(Controller):
             reason=data.reason)
         return await _run(providers, None, principal, command, data.reason)
 
-    @put("/{provider_id:str}/status", operation_id="setProviderStatus", opt=ADMIN_BODY,
+    @put("/{provider_id:str}/status", operation_id="setProviderStatus", opt=BODY,
          responses=ADMIN_ERRORS, media_type=JSON_MEDIA_TYPE)
     async def set_status(self, providers: Providers, principal: Caller, provider_id: PathId,
                          data: JSONBody[StatusRequest]) -> IngestionJson:
         """Set the operational status: active, maintenance (keeps the catalogue), removed."""
         return await _run(providers, None, principal, SetProviderStatus(
-            provider_id=provider_id, actor=_actor(principal), status=data.status,
+            provider_id=provider_id, actor=actor_of(principal), status=data.status,
             reason=data.reason), data.reason)
 
-    @put("/{provider_id:str}/priority", operation_id="setProviderPriority", opt=ADMIN_BODY,
+    @put("/{provider_id:str}/priority", operation_id="setProviderPriority", opt=BODY,
          responses=ADMIN_ERRORS, media_type=JSON_MEDIA_TYPE)
     async def set_priority(self, providers: Providers, principal: Caller, provider_id: PathId,
                            data: JSONBody[PriorityRequest]) -> IngestionJson:
         """Set the operator priority used by the built-in ranking (0-100, default 50)."""
         return await _run(providers, None, principal, SetProviderPriority(
-            provider_id=provider_id, actor=_actor(principal), priority=data.priority,
+            provider_id=provider_id, actor=actor_of(principal), priority=data.priority,
             reason=data.reason), data.reason)
 
-    @post("/{provider_id:str}/aliases", operation_id="addProviderAlias", opt=ADMIN_BODY,
+    @post("/{provider_id:str}/aliases", operation_id="addProviderAlias", opt=BODY,
           status_code=200, responses=ADMIN_ERRORS, media_type=JSON_MEDIA_TYPE)
     async def add_alias(self, providers: Providers, principal: Caller, provider_id: PathId,
                         data: JSONBody[ProviderAlias]) -> IngestionJson:
         """Add a name another system (registry, monitoring, ranker, fed-mgr) uses."""
         return await _run(providers, None, principal, AddProviderAlias(
-            provider_id=provider_id, actor=_actor(principal), alias=data))
+            provider_id=provider_id, actor=actor_of(principal), alias=data))
 
-    @delete("/{provider_id:str}/aliases", operation_id="removeProviderAlias", opt=ADMIN,
+    @delete("/{provider_id:str}/aliases", operation_id="removeProviderAlias",
             status_code=200, responses=ADMIN_ERRORS, media_type=JSON_MEDIA_TYPE)
     async def remove_alias(
         self, providers: Providers, principal: Caller, provider_id: PathId,
@@ -286,15 +282,15 @@ class ProviderAdminController(Controller):
         except msgspec.ValidationError as error:
             raise ApiError(400, f"Invalid alias: {error}") from None
         return await _run(providers, None, principal, RemoveProviderAlias(
-            provider_id=provider_id, actor=_actor(principal), alias=alias))
+            provider_id=provider_id, actor=actor_of(principal), alias=alias))
 
-    @get("/", operation_id="listProviders", opt={"admin": True}, responses=READ_ERRORS,
+    @get("/", operation_id="listProviders", responses=READ_ERRORS,
          media_type=JSON_MEDIA_TYPE)
     async def board(self, providers: Providers) -> list[ProviderBoardJson]:
         """The provider status board: every provider, lifecycle, availability, counts."""
         return [board_json(p) for p in await providers.reads.providers()]
 
-    @get("/{provider_id:str}", operation_id="getProvider", opt={"admin": True},
+    @get("/{provider_id:str}", operation_id="getProvider",
          responses=READ_ERRORS, media_type=JSON_MEDIA_TYPE)
     async def provider(self, providers: Providers, provider_id: PathId) -> ProviderDetailJson:
         """One provider: its board row, every scope's scan outcome, every quota record."""

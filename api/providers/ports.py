@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 import msgspec
 
-from api.auth import Authenticator, AuthSettings
 from api.providers.ingestion import ProviderIngestion
 
 
@@ -158,5 +157,3 @@ class ProvidersApi:
 
     reads: ProviderReadModel
     ingestion: ProviderIngestion
-    authenticator: Authenticator
-    auth_settings: AuthSettings
