@@ -12,11 +12,13 @@ status, with requested resources), ``active`` (active at the end of each period)
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 
 import msgspec
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency, Provide
 from litestar.params import QueryParameter
 
 from api.admin.formats import table_response
@@ -31,7 +33,7 @@ from api.admin.ports import (
 from api.auth import Principal
 from api.errors import ApiError
 from api.legacy.common import parse_statuses
-from api.legacy.security import DEPENDENCIES, AnyRequest, Caller, Legacy, authenticated
+from api.legacy.security import DEPENDENCIES, AnyRequest, Caller, Legacy, PathId, authenticated
 from api.legacy.shapes import READ_ERRORS
 
 VIEWS: tuple[str, ...] = ("deployments", "active", "outcomes", "failures", "resources")
@@ -79,39 +81,74 @@ def _listed(values: list[str] | None) -> list[str]:
     return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
 
 
-def build_query(principal: Principal, view: str, *, admin: bool, group_visibility: bool,
-                start: str | None, end: str | None, interval: str | None,
-                group_by: list[str] | None, group: str | None, provider: str | None,
-                template_type: str | None, status: list[str] | None, owner: str | None,
-                replay: str | None) -> StatisticsQuery:
+@dataclass(frozen=True)
+class StatisticsFilters:
+    """The query parameters both statistics endpoints take, as given."""
+
+    start: str | None
+    end: str | None
+    interval: str | None
+    group_by: list[str] | None
+    group: str | None
+    provider: str | None
+    template_type: str | None
+    status: list[str] | None
+    format_: str | None
+
+
+def provide_filters(
+    start: Annotated[str | None, QueryParameter(name="from")] = None,
+    end: Annotated[str | None, QueryParameter(name="to")] = None,
+    interval: Annotated[str | None, QueryParameter(name="interval")] = None,
+    group_by: Annotated[list[str] | None, QueryParameter(name="groupBy")] = None,
+    group: Annotated[str | None, QueryParameter(name="group")] = None,
+    provider: Annotated[str | None, QueryParameter(name="provider")] = None,
+    template_type: Annotated[str | None, QueryParameter(name="templateType")] = None,
+    status: Annotated[list[str] | None, QueryParameter(name="status")] = None,
+    format_: Annotated[str | None, QueryParameter(name="format")] = None,
+) -> StatisticsFilters:
+    return StatisticsFilters(start=start, end=end, interval=interval, group_by=group_by,
+                             group=group, provider=provider, template_type=template_type,
+                             status=status, format_=format_)
+
+
+Filters: TypeAlias = NamedDependency[StatisticsFilters]
+"""Handler parameter ``filters``."""
+CONTROLLER_DEPENDENCIES = {**DEPENDENCIES,
+                           "filters": Provide(provide_filters, sync_to_thread=False)}
+
+
+def build_query(principal: Principal, view: str, filters: StatisticsFilters, *, admin: bool,
+                group_visibility: bool = False, owner: str | None = None,
+                replay: str | None = None) -> StatisticsQuery:
+    """``owner`` and ``replay`` are admin parameters (the user endpoint has neither)."""
     if view not in VIEWS:
         raise ApiError(404, f"No statistics view {view} (views: {', '.join(VIEWS)})")
-    interval = interval or "total"
+    interval = filters.interval or "total"
     if interval not in INTERVALS:
         raise ApiError(400, f"Value {interval} for param interval is not one of "
                             f"{', '.join(INTERVALS)}")
-    keys = _listed(group_by)
+    keys = _listed(filters.group_by)
     unknown = [k for k in keys if k not in GROUP_BY_KEYS]
     if unknown:
         raise ApiError(400, f"Value {','.join(unknown)} for param groupBy is not one of "
                             f"{', '.join(GROUP_BY_KEYS)}")
-    first, last = _day(start, "from"), _day(end, "to")
+    first, last = _day(filters.start, "from"), _day(filters.end, "to")
     if first is not None and last is not None and first > last:
         raise ApiError(400, "Param from must not be after param to")
-    if owner is not None and not admin:
-        raise ApiError(400, "Param owner is for admins (users see their own deployments)")
-    if replay is not None and (not admin or not SCRATCH_SCHEMA.match(replay)
+    if replay is not None and (not SCRATCH_SCHEMA.match(replay)
                                or replay in ("public", "pg_catalog")):
-        raise ApiError(400, "Param replay must name an audit replay schema (admins only)")
+        raise ApiError(400, "Param replay must name an audit replay schema")
     view_name: StatisticsView = view  # type: ignore[assignment]
     interval_name: Interval = interval  # type: ignore[assignment]
     return StatisticsQuery(
         view=view_name, owner_issuer=principal.issuer,
         owner_subject=None if admin else principal.subject,
         groups=tuple(sorted(principal.groups)) if group_visibility and not admin else (),
-        start=first, end=last, user_group=group or None, provider=provider or None,
-        template_type=template_type or None, statuses=parse_statuses(status, "status"),
-        owner=owner or None, group_by=tuple(keys), interval=interval_name, schema=replay)
+        start=first, end=last, user_group=filters.group or None,
+        provider=filters.provider or None, template_type=filters.template_type or None,
+        statuses=parse_statuses(filters.status, "status"), owner=owner or None,
+        group_by=tuple(keys), interval=interval_name, schema=replay)
 
 
 async def answer(request: AnyRequest, reader: StatisticsReader, query: StatisticsQuery,
@@ -136,7 +173,8 @@ class AdminStatisticsController(Controller):
     path = "/v1/admin/statistics"
     tags = ["statistics"]
     guards = [authenticated]
-    dependencies = DEPENDENCIES
+    opt = {"admin": True}  # admins of the token's issuer only (403 otherwise)
+    dependencies = CONTROLLER_DEPENDENCIES
     security = [{"bearer": []}]
 
     @get(["/{view:str}"], operation_id="adminStatistics", responses=READ_ERRORS,
@@ -145,27 +183,12 @@ class AdminStatisticsController(Controller):
            "schema (see /v1/admin/audit/replay).")
     async def statistics(
         self, request: AnyRequest, principal: Caller,
-        statistics_reader: StatisticsDependency, view: str,
-        start: Annotated[str | None, QueryParameter(name="from")] = None,
-        end: Annotated[str | None, QueryParameter(name="to")] = None,
-        interval: Annotated[str | None, QueryParameter(name="interval")] = None,
-        group_by: Annotated[list[str] | None, QueryParameter(name="groupBy")] = None,
-        group: Annotated[str | None, QueryParameter(name="group")] = None,
-        provider: Annotated[str | None, QueryParameter(name="provider")] = None,
-        template_type: Annotated[str | None, QueryParameter(name="templateType")] = None,
-        status: Annotated[list[str] | None, QueryParameter(name="status")] = None,
+        statistics_reader: StatisticsDependency, filters: Filters, view: PathId,
         owner: Annotated[str | None, QueryParameter(name="owner")] = None,
         replay: Annotated[str | None, QueryParameter(name="replay")] = None,
-        format_: Annotated[str | None, QueryParameter(name="format")] = None,
     ) -> Response[StatisticsAnswer]:
-        if not principal.is_admin:
-            raise ApiError(403, "Only an administrator of the issuer can read these "
-                                "statistics (use /v1/statistics for your own)")
-        query = build_query(principal, view, admin=True, group_visibility=False,
-                            start=start, end=end, interval=interval, group_by=group_by,
-                            group=group, provider=provider, template_type=template_type,
-                            status=status, owner=owner, replay=replay)
-        return await answer(request, statistics_reader, query, format_,
+        query = build_query(principal, view, filters, admin=True, owner=owner, replay=replay)
+        return await answer(request, statistics_reader, query, filters.format_,
                             f"issuer {principal.issuer}")
 
 
@@ -173,7 +196,7 @@ class UserStatisticsController(Controller):
     path = "/v1/statistics"
     tags = ["statistics"]
     guards = [authenticated]
-    dependencies = DEPENDENCIES
+    dependencies = CONTROLLER_DEPENDENCIES
     security = [{"bearer": []}]
 
     @get(["/{view:str}"], operation_id="userStatistics", responses=READ_ERRORS,
@@ -181,22 +204,9 @@ class UserStatisticsController(Controller):
                      "group-visibility option). " + _FILTERS)
     async def statistics(
         self, request: AnyRequest, legacy: Legacy, principal: Caller,
-        statistics_reader: StatisticsDependency, view: str,
-        start: Annotated[str | None, QueryParameter(name="from")] = None,
-        end: Annotated[str | None, QueryParameter(name="to")] = None,
-        interval: Annotated[str | None, QueryParameter(name="interval")] = None,
-        group_by: Annotated[list[str] | None, QueryParameter(name="groupBy")] = None,
-        group: Annotated[str | None, QueryParameter(name="group")] = None,
-        provider: Annotated[str | None, QueryParameter(name="provider")] = None,
-        template_type: Annotated[str | None, QueryParameter(name="templateType")] = None,
-        status: Annotated[list[str] | None, QueryParameter(name="status")] = None,
-        format_: Annotated[str | None, QueryParameter(name="format")] = None,
+        statistics_reader: StatisticsDependency, filters: Filters, view: PathId,
     ) -> Response[StatisticsAnswer]:
-        query = build_query(principal, view, admin=False,
-                            group_visibility=legacy.auth_settings.group_visibility,
-                            start=start, end=end, interval=interval, group_by=group_by,
-                            group=group, provider=provider, template_type=template_type,
-                            status=status, owner=None, replay=None)
-        return await answer(request, statistics_reader, query, format_,
+        query = build_query(principal, view, filters, admin=False,
+                            group_visibility=legacy.auth_settings.group_visibility)
+        return await answer(request, statistics_reader, query, filters.format_,
                             f"owner {principal.subject} of {principal.issuer}")
-
