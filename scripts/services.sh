@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Local services for running and testing the orchestrator, all bound to loopback.
-#   scripts/services.sh up|status|down [postgres|kafka ...]   (default: all)
+#   scripts/services.sh up|status|down [postgres|kafka|im|rucio ...]
+#   (default: postgres and kafka; im and rucio only when named)
 # Idempotent: "up" on a running service only checks it answers. State and
 # generated credentials live in .run/ (git-ignored); nothing secret is committed.
 set -euo pipefail
@@ -32,6 +33,38 @@ wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
 }
 
 random_secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# ---------------------------------------------------------------- processes we started
+pid_is_ours() {  # pid_is_ours PID ARG: PID is alive and one of its arguments is exactly ARG
+  # (a PID file can outlive its process, and the PID be reused by another command)
+  [ -n "$1" ] && kill -0 "$1" 2>/dev/null \
+    && tr '\0' '\n' < "/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$2"
+}
+
+pid_gone() {  # pid_gone PID: exited (a zombie nobody has reaped yet counts as gone)
+  [ ! -d "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
+stop_pid() {  # stop_pid NAME PID SECONDS: SIGTERM, then SIGKILL if still running after SECONDS
+  log "stopping $1 (pid $2)"
+  kill -TERM "$2" 2>/dev/null || true
+  wait_until "$3" "$1-stop" pid_gone "$2" \
+    || { log "$1 did not stop in time; killing pid $2"; kill -KILL "$2" 2>/dev/null || true; }
+}
+
+# ---------------------------------------------------------------- service venvs (IM, Rucio)
+service_venv() {  # service_venv DIR: a new, empty virtual environment for a service's packages
+  local python="${PYTHON:-python3.11}"
+  command -v "$python" >/dev/null || python=python3
+  if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+    log "installing python3-venv"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+  fi
+  rm -rf "$1"
+  mkdir -p "$(dirname "$1")"
+  "$python" -m venv "$1" || die "could not create $1"
+}
 
 # ---------------------------------------------------------------- postgres
 postgres_install() {
@@ -111,7 +144,7 @@ kafka_install() {
 }
 
 kafka_pid() { [ -f "$KAFKA_DIR/pid" ] && cat "$KAFKA_DIR/pid"; }
-kafka_running() { local p; p=$(kafka_pid) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+kafka_running() { pid_is_ours "$(kafka_pid)" "$KAFKA_DIR/server.properties"; }
 kafka_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null && grep -q "started" "$KAFKA_DIR/server.log" 2>/dev/null; }
 
 kafka_up() {
@@ -168,12 +201,7 @@ L4J
 }
 
 kafka_down() {
-  if kafka_running; then
-    local p; p=$(kafka_pid)
-    log "stopping Kafka (pid $p)"
-    kill "$p"
-    wait_until 60 kafka-stop bash -c "! kill -0 $p" || { log "Kafka did not stop in time; killing"; kill -9 "$p" || true; }
-  fi
+  if kafka_running; then stop_pid Kafka "$(kafka_pid)" 60; fi
   rm -f "$KAFKA_DIR/pid"
 }
 
@@ -195,7 +223,8 @@ ENV
 }
 
 # More services (IM, Rucio) live in scripts/services.d/<name>.sh, each defining
-# <name>_up, <name>_down and <name>_status with the helpers above. They are
+# <name>_up, <name>_down and <name>_status with the helpers above (processes,
+# service venvs, PostgreSQL). They are
 # started only when named: `scripts/services.sh up im`.
 for extra in "$ROOT"/scripts/services.d/*.sh; do
   [ -e "$extra" ] && . "$extra"

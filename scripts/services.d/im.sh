@@ -1,6 +1,7 @@
 # A real Infrastructure Manager (IM) REST server as a loopback test peer, with
 # its Dummy cloud connector. Sourced by scripts/services.sh (which defines log,
-# die, wait_until, ROOT and RUN); started only when named: `services.sh up im`.
+# die, wait_until, random_secret, pid_is_ours, stop_pid, service_venv, ROOT and
+# RUN); started only when named: `services.sh up im`.
 # Recipe and pitfalls: ../shared/reference/im-and-rucio-test-peers.md, part 1.
 #
 # - The PyPI `IM` package, pinned, in its own virtual environment ($RUN/im/venv),
@@ -24,10 +25,7 @@ IM_DIR="${ORCH_IM_DIR:-$RUN/im}"   # tests point this at a private instance
 IM_VENV="$RUN/im/venv"
 
 im_pid() { [ -f "$IM_DIR/pid" ] && cat "$IM_DIR/pid"; }
-im_running() {  # the recorded PID is alive and still our IM (not a reused PID)
-  local p; p=$(im_pid) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null \
-    && tr '\0' '\n' < "/proc/$p/cmdline" 2>/dev/null | grep -qxF "$IM_DIR/im.cfg"
-}
+im_running() { pid_is_ours "$(im_pid)" "$IM_DIR/im.cfg"; }
 im_answers() { curl -sf --max-time 2 "http://127.0.0.1:$IM_PORT/version" >/dev/null; }
 
 im_install() {
@@ -36,17 +34,9 @@ im_install() {
     log "installing curl"; export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq curl >/dev/null
   }
-  local python="${PYTHON:-python3.11}"
-  command -v "$python" >/dev/null || python=python3
-  if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
-    log "installing python3-venv"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-  fi
   log "installing IM $IM_VERSION from PyPI into $IM_VENV (about a minute)"
-  rm -rf "$IM_VENV"
+  service_venv "$IM_VENV"
   mkdir -p "$IM_DIR"
-  "$python" -m venv "$IM_VENV" || die "could not create $IM_VENV"
   # PyPI only: ignore any machine-wide extra index or local wheel directory.
   local pip=(env PIP_FIND_LINKS= PIP_EXTRA_INDEX_URL= PIP_CACHE_DIR="$RUN/pip-cache"
              "$IM_VENV/bin/pip" --disable-pip-version-check -q)
@@ -143,12 +133,8 @@ im_up() {
 }
 
 im_down() {
-  if im_running; then
-    local p; p=$(im_pid)
-    log "stopping IM (pid $p)"
-    kill -TERM "$p" 2>/dev/null || true   # IM stops uvicorn and its children (~3 s)
-    wait_until 30 im-stop bash -c "! kill -0 $p" || { log "IM did not stop in time; killing"; kill -KILL "$p" 2>/dev/null || true; }
-  fi
+  # On SIGTERM IM stops uvicorn and its children (~3 s).
+  if im_running; then stop_pid IM "$(im_pid)" 30; fi
   rm -f "$IM_DIR/pid"
 }
 

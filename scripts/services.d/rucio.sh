@@ -7,7 +7,7 @@
 # so each start begins with an empty Rucio (root account, userpass identity).
 # Generated secrets stay in $RUN/rucio (mode 600) and are never printed.
 # Uses the helpers of scripts/services.sh: log, die, wait_until, random_secret,
-# postgres_up, and ROOT, RUN, PG_BIN, PG_DIR, PG_PORT.
+# pid_is_ours, stop_pid, service_venv, postgres_up, and ROOT, RUN, PG_BIN, PG_DIR, PG_PORT.
 
 RUCIO_VERSION=41.5.1          # the version the recipe tested end to end
 RUCIO_GUNICORN_VERSION=27.0.1 # 27 has --no-control-socket (nothing written to ~/.gunicorn)
@@ -22,17 +22,8 @@ RUCIO_USERNAME=orchestrator   # the root account's userpass identity
 
 rucio_url() { echo "http://127.0.0.1:$RUCIO_PORT"; }
 rucio_pid() { [ -s "$RUCIO_DIR/pid" ] && cat "$RUCIO_DIR/pid"; }
-
-rucio_running() {  # our gunicorn master is alive (checked by its command line, not just the PID)
-  local p; p=$(rucio_pid) || return 1
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null \
-    && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q "$RUCIO_VENV/bin/gunicorn"
-}
-
+rucio_running() { pid_is_ours "$(rucio_pid)" "$RUCIO_VENV/bin/gunicorn"; }  # our gunicorn master
 rucio_port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$RUCIO_PORT") 2>/dev/null; }
-# A zombie (an exited master nobody reaped yet) counts as gone.
-rucio_alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
-rucio_gone() { ! rucio_alive "$1"; }
 
 rucio_ping() {  # prints /ping's body, e.g. {"version":"41.5.1"} (no curl on a bare Debian)
   "$RUCIO_VENV/bin/python" -c 'import sys, urllib.request
@@ -43,12 +34,8 @@ rucio_answers() { rucio_ping | grep -q '"version"'; }
 rucio_install() {
   local stamp="$RUCIO_VENV/.installed-rucio-$RUCIO_VERSION-gunicorn-$RUCIO_GUNICORN_VERSION-psycopg-$RUCIO_PSYCOPG_VERSION"
   [ -f "$stamp" ] && return 0
-  local python="${PYTHON:-python3.11}"
-  command -v "$python" >/dev/null || python=python3
   log "installing rucio $RUCIO_VERSION (server) into $RUCIO_VENV"
-  rm -rf "$RUCIO_VENV"
-  mkdir -p "$RUCIO_DIR"
-  "$python" -m venv "$RUCIO_VENV" || die "could not create $RUCIO_VENV"
+  service_venv "$RUCIO_VENV"
   "$RUCIO_VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$RUCIO_VENV/bin/pip" install -q "rucio[postgresql]==$RUCIO_VERSION" \
     "psycopg[binary]==$RUCIO_PSYCOPG_VERSION" "gunicorn==$RUCIO_GUNICORN_VERSION" \
@@ -172,12 +159,7 @@ ENV
 }
 
 rucio_stop_ours() {  # TERM our gunicorn master (it stops its workers), KILL after 30 s
-  rucio_running || { rm -f "$RUCIO_DIR/pid"; return 0; }
-  local p; p=$(rucio_pid)
-  log "stopping Rucio (gunicorn master pid $p)"
-  kill -TERM "$p" 2>/dev/null || true
-  wait_until 30 rucio-stop rucio_gone "$p" \
-    || { log "Rucio did not stop in time; killing pid $p"; kill -KILL "$p" 2>/dev/null || true; }
+  if rucio_running; then stop_pid Rucio "$(rucio_pid)" 30; fi
   rm -f "$RUCIO_DIR/pid"
 }
 
