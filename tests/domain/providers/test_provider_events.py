@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import msgspec
-import msgspec.inspect as mi
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,6 +29,7 @@ from domain.providers.usage import (
     decode_usage_event,
     encode_usage_event,
 )
+from tests.event_secrets import secret_field_names
 from tests.msgspec_strategies import strategy_for_type
 
 from .support import INGEST, NOW, usage_after
@@ -72,30 +72,9 @@ def test_an_older_reader_ignores_new_fields() -> None:
     assert event_tag(decode_event(msgspec.json.encode(raw))) == "provider.region_removed"
 
 
-SECRET_WORDS = ("token", "password", "secret", "private_key", "credential")
-
-
-def _names(info: mi.Type, seen: set[type]) -> set[str]:
-    names: set[str] = set()
-    if isinstance(info, mi.StructType) and info.cls not in seen:
-        seen.add(info.cls)
-        for field in info.fields:
-            names.add(field.name)
-            names |= _names(field.type, seen)
-    elif isinstance(info, mi.UnionType):
-        for member in info.types:
-            names |= _names(member, seen)
-    elif isinstance(info, mi.VarTupleType | mi.ListType):
-        names |= _names(info.item_type, seen)
-    elif isinstance(info, mi.DictType):
-        names |= _names(info.value_type, seen)
-    return names
-
-
 @pytest.mark.parametrize("event_type", [*EVENT_TYPES, QuotaUsageSampled], ids=event_tag)
 def test_no_event_has_a_field_for_a_secret(event_type: type[msgspec.Struct]) -> None:
-    names = _names(mi.type_info(event_type), set())
-    assert not {n for n in names for word in SECRET_WORDS if word in n}
+    assert not secret_field_names(event_type)
 
 
 # --- the usage stream ------------------------------------------------------------------------
