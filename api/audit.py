@@ -19,7 +19,7 @@ from litestar.params import QueryParameter
 from api.admin.ports import AuditLog, AuditLogDependency
 from api.auth import Principal
 from api.errors import ApiError
-from api.legacy.common import parse_time, view_of
+from api.legacy.common import parse_time, strict_int, view_of
 from api.legacy.security import (
     DEPENDENCIES,
     AnyRequest,
@@ -198,15 +198,7 @@ class DeploymentAuditController(Controller):
     ) -> DeploymentJson:
         """The deployment as it was at a time or version, folded from its events."""
         until = parse_time(as_of, "asOf")
-        to_version = None
-        if version is not None:
-            try:
-                to_version = int(version)
-            except ValueError:
-                raise ApiError(400, f"Value {version} for param version is not an "
-                                    "integer") from None
-            if to_version < 1:
-                raise ApiError(400, "Param version must be at least 1")
+        to_version = strict_int(version, "version", 0, low=1) or None
         if until is None and to_version is None:
             raise ApiError(400, "Give asOf (RFC 3339) or version")
         events = await _audit_stream(legacy, audit_log, principal, deployment_id)

@@ -20,7 +20,7 @@ from litestar.response import Stream
 from api.admin.formats import table_response
 from api.admin.ports import AuditEventQuery, AuditLog, AuditLogDependency, ReplaySummary
 from api.errors import ApiError
-from api.legacy.common import parse_time
+from api.legacy.common import parse_time, strict_int
 from api.legacy.security import DEPENDENCIES, AnyRequest, Caller, authenticated
 from api.legacy.shapes import READ_ERRORS, errors
 from eventstore.records import RecordedEvent
@@ -84,20 +84,6 @@ def audit_event(event: RecordedEvent) -> AuditEvent:
         requestId=metadata.request_id, data=msgspec.json.decode(event.data))
 
 
-def _int(value: str | None, parameter: str, default: int, *, low: int = 0,
-         high: int | None = None) -> int:
-    if value is None or not value.strip():
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ApiError(400, f"Value {value} for param {parameter} is not an integer") from None
-    if number < low or (high is not None and number > high):
-        raise ApiError(400, f"Value {value} for param {parameter} must be between {low} and "
-                            f"{high if high is not None else 'any'}")
-    return number
-
-
 class AuditController(Controller):
     path = "/v1/admin/audit"
     tags = ["audit"]
@@ -123,13 +109,13 @@ class AuditController(Controller):
     ) -> Response[AuditEventPage]:
         """Events caused by actors of the admin's issuer, in log position order, paged by
         position (`after` = the previous page's `next`). JSON, or CSV (`format=csv`)."""
-        limit = _int(size, "size", 100, low=1, high=MAX_PAGE)
+        limit = strict_int(size, "size", 100, low=1, high=MAX_PAGE)
         types = tuple(part.strip() for value in type_ or [] for part in value.split(",")
                       if part.strip())
         query = AuditEventQuery(
             actor_issuer=principal.issuer, actor_subject=actor or None, types=types,
             recorded_from=parse_time(start, "from"), recorded_to=parse_time(end, "to"),
-            stream_id=stream or None, after=_int(after, "after", 0), limit=limit + 1)
+            stream_id=stream or None, after=strict_int(after, "after", 0), limit=limit + 1)
         found = await audit_log.events(query)
         content = [audit_event(e) for e in found[:limit]]
         page = AuditEventPage(content=content,
@@ -152,8 +138,8 @@ class AuditController(Controller):
         algorithm; eventstore.audit.verify_export implements it)."""
         try:
             lines = await audit_log.export(owner_issuer=principal.issuer,
-                                           after=_int(after, "after", 0) or None,
-                                           to=_int(to, "to", 0) or None)
+                                           after=strict_int(after, "after", 0) or None,
+                                           to=strict_int(to, "to", 0) or None)
         except LookupError as error:
             raise ApiError(404, str(error)) from None
         return Stream(lines, media_type=JSON_LINES, headers={

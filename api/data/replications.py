@@ -203,18 +203,6 @@ async def _visible(legacy: LegacyApi, data_api: DataApi, principal: Principal, r
     return view
 
 
-def _page_number(value: str | None, default: int, name: str, *, minimum: int) -> int:
-    if value is None or not value.strip():
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ApiError(400, f"{name}: not a number: {value!r}") from None
-    if number < minimum:
-        raise ApiError(400, f"{name}: must be at least {minimum}")
-    return number
-
-
 # ---------------------------------------------------------------- the controller
 
 
@@ -235,8 +223,8 @@ class ReplicationsController(Controller):
                         ] = None,
     ) -> ReplicationPage:
         """The caller's replications, newest first (admins: every one of their issuer)."""
-        number = _page_number(page, 0, "page", minimum=0)
-        per_page = min(_page_number(size, 10, "size", minimum=1), 2000)
+        number = common.strict_int(page, "page", 0)
+        per_page = min(common.strict_int(size, "size", 10, low=1), 2000)
         views, total = await data_api.replications.list(
             owner_issuer=principal.issuer,
             owner_subject=None if principal.is_admin else principal.subject,

@@ -109,6 +109,22 @@ def lenient_int(value: str | None, default: int) -> int:
         return default
 
 
+def strict_int(value: str | None, parameter: str, default: int, *, low: int = 0,
+               high: int | None = None) -> int:
+    """A number the newer endpoints (audit, data) require: unreadable or out of range is a
+    400 naming the parameter; absent or blank is ``default``."""
+    if value is None or not value.strip():
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ApiError(400, f"Value {value} for param {parameter} is not an integer") from None
+    if number < low or (high is not None and number > high):
+        limits = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ApiError(400, f"Value {value} for param {parameter} must be {limits}")
+    return number
+
+
 def paging(page: str | None, size: str | None, legacy: LegacyApi) -> tuple[int, int]:
     settings = legacy.settings
     number = max(0, lenient_int(page, 0))
