@@ -24,6 +24,7 @@ the same code makes ``v<N+1>``; ``code_version`` records which ``VERSION`` built
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 from sqlalchemy import MetaData, Table, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore.records import LogPosition, RecordedEvent, UnknownEventType
@@ -156,6 +158,32 @@ def versioned_tables(projection: Projection, version: int, *,
         return tables
     scratch = MetaData(schema=schema)
     return [table.to_metadata(scratch, schema=schema) for table in tables]
+
+
+# Read side and upserts, shared by the projections in projections/.
+
+
+@functools.lru_cache(maxsize=64)
+def query_tables(projection: Projection, version: int,
+                 schema: str | None = None) -> tuple[Table, ...]:
+    """``versioned_tables`` for queries: the same Table objects on every call.
+
+    SQLAlchemy's compiled-statement cache is keyed by the Table objects, so building
+    them per request meant compiling every query per request.
+    """
+    return tuple(versioned_tables(projection, version, schema=schema))
+
+
+async def upsert(conn: AsyncConnection, table: Table, *rows: Mapping[str, Any]) -> None:
+    """Insert ``rows`` (same keys each); where the primary key exists, replace the other
+    columns the rows name (do nothing when they name only the key)."""
+    if not rows:
+        return
+    keys = [c.name for c in table.primary_key.columns]
+    statement = pg_insert(table).values(list(rows))
+    replaced = {name: statement.excluded[name] for name in rows[0] if name not in keys}
+    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=replaced)
+                       if replaced else statement.on_conflict_do_nothing())
 
 
 async def create_tables(conn: AsyncConnection, tables: Sequence[Table]) -> None:

@@ -15,7 +15,6 @@ them), so an exporter can page with "rows after position P". A SQL view of the d
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -37,7 +36,7 @@ from domain.providers.airanker import (
     dataset_rows,
     recorded_selection,
 )
-from eventstore.projection import versioned_tables
+from eventstore.projection import query_tables
 from eventstore.records import RecordedEvent
 
 NAME: Final = "airanker_dataset"
@@ -53,27 +52,6 @@ KEPT_TYPES: Final = frozenset({
 })
 
 
-@functools.cache  # one set of Table objects per build: SQL compiles once
-def _tables(version: int) -> list[Table]:
-    metadata = MetaData()
-    events = Table(
-        f"{NAME}_events_v{version}", metadata,
-        Column("deployment_id", Text, primary_key=True),
-        Column("stream_version", BigInteger, primary_key=True),
-        Column("event", LargeBinary, nullable=False),
-    )
-    rows = Table(
-        f"{NAME}_rows_v{version}", metadata,
-        Column("deployment_id", Text, primary_key=True),
-        Column("operation", Integer, primary_key=True),
-        Column("seq", Integer, primary_key=True),
-        Column("key", Text, nullable=False),
-        Column("row_position", BigInteger, nullable=False, index=True),
-        Column("row", JSONB, nullable=False),
-    )
-    return [events, rows]
-
-
 def _slim(event: DeploymentEvent) -> DeploymentEvent:
     if isinstance(event, DeploymentRequested):
         return msgspec.structs.replace(event, template="", parameters={})
@@ -86,7 +64,23 @@ class AirankerDatasetProjection:
     HANDLES = KEPT_TYPES
 
     def tables(self, version: int) -> list[Table]:
-        return list(_tables(version))
+        metadata = MetaData()
+        events = Table(
+            f"{NAME}_events_v{version}", metadata,
+            Column("deployment_id", Text, primary_key=True),
+            Column("stream_version", BigInteger, primary_key=True),
+            Column("event", LargeBinary, nullable=False),
+        )
+        rows = Table(
+            f"{NAME}_rows_v{version}", metadata,
+            Column("deployment_id", Text, primary_key=True),
+            Column("operation", Integer, primary_key=True),
+            Column("seq", Integer, primary_key=True),
+            Column("key", Text, nullable=False),
+            Column("row_position", BigInteger, nullable=False, index=True),
+            Column("row", JSONB, nullable=False),
+        )
+        return [events, rows]
 
     async def apply(self, conn: AsyncConnection, event: RecordedEvent, decoded: Any,
                     tables: Sequence[Table]) -> None:
@@ -125,7 +119,7 @@ projection = AirankerDatasetProjection()
 async def dataset(conn: AsyncConnection, version: int, *, after_position: int = 0,
                   limit: int = 1000) -> list[tuple[int, str, DatasetRow]]:
     """Rows produced after log position ``after_position``: (position, Kafka key, row)."""
-    _, rows_table = versioned_tables(projection, version)
+    _, rows_table = query_tables(projection, version)
     result = await conn.execute(
         select(rows_table.c.row_position, rows_table.c.key, rows_table.c.row)
         .where(rows_table.c.row_position > after_position)

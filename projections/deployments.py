@@ -19,7 +19,6 @@ sort and page on the server; the API reaches them through readers the bootstrap 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -67,7 +66,7 @@ from domain.deployments import (
     Task,
     event_tag,
 )
-from eventstore.projection import versioned_tables
+from eventstore.projection import query_tables
 from eventstore.records import RecordedEvent
 
 NAME = "deployments"
@@ -354,14 +353,6 @@ _APPLIERS: dict[type[DeploymentEvent], Applier] = {
 # ---------------------------------------------------------------- queries
 
 
-@functools.lru_cache(maxsize=8)
-def _query_tables(version: int) -> tuple[Table, Table]:
-    """The same Table objects for every query of one build: SQLAlchemy's compiled-statement
-    cache is keyed by them, so new objects per request meant a full compile per request."""
-    main, details = versioned_tables(projection, version)
-    return main, details
-
-
 def _plain(row: Any) -> dict[str, Any]:
     # Column keys are SQLAlchemy quoted_name (a str subclass): plain str for msgspec.
     return {str(key): value for key, value in row.items()}
@@ -435,7 +426,7 @@ async def list_deployments(conn: AsyncConnection, version: int, *,
     ``sort`` is (column of SORT_COLUMNS, descending) pairs; the id breaks ties, so pages
     never overlap. Rows are mappings of PUBLIC_COLUMNS.
     """
-    main, _ = _query_tables(version)
+    main, _ = query_tables(projection, version)
     terms = _filters(main, **filters)
     order: list[Any] = []
     for key, descending in sort:
@@ -468,7 +459,7 @@ async def list_deployments(conn: AsyncConnection, version: int, *,
 
 async def get_deployment(conn: AsyncConnection, version: int,
                          deployment_id: str) -> dict[str, Any] | None:
-    main, _ = _query_tables(version)
+    main, _ = query_tables(projection, version)
     row = (await conn.execute(select(*_columns(main)).where(main.c.id == deployment_id))
            ).mappings().first()
     return _plain(row) if row is not None else None
@@ -477,7 +468,7 @@ async def get_deployment(conn: AsyncConnection, version: int,
 async def get_deployment_details(conn: AsyncConnection, version: int,
                                  deployment_id: str) -> dict[str, Any] | None:
     """Template, parameters and deployer log of one deployment."""
-    _, details = _query_tables(version)
+    _, details = query_tables(projection, version)
     row = (await conn.execute(select(details).where(details.c.id == deployment_id))
            ).mappings().first()
     return _plain(row) if row is not None else None

@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, Column, DateTime, MetaData, Table, Text, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventstore.projection import ALL_EVENT_TYPES, live_version, versioned_tables
+from eventstore.projection import ALL_EVENT_TYPES, live_version, query_tables
 from eventstore.records import RecordedEvent
 
 
@@ -87,7 +87,7 @@ class EventCount(msgspec.Struct, frozen=True, kw_only=True):
 async def read_event_counts(conn: AsyncConnection, version: int, *,
                             schema: str | None = None) -> list[EventCount]:
     """Counts per (category, type) from one build (``schema`` for an audit replay)."""
-    (counts,) = versioned_tables(projection, version, schema=schema)
+    (counts,) = query_tables(projection, version, schema)
     result = await conn.execute(select(counts).order_by(counts.c.category, counts.c.type))
     return [EventCount(**row) for row in result.mappings()]
 

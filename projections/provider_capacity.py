@@ -16,13 +16,12 @@ sample arrive on different streams, in any relative order.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from sqlalchemy import Column, DateTime, MetaData, Table, Text, delete, select
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.providers import (
@@ -33,6 +32,7 @@ from domain.providers import (
     RegionRemoved,
     event_tag,
 )
+from eventstore.projection import query_tables, upsert
 from eventstore.records import RecordedEvent
 
 NAME = "provider_capacity"
@@ -81,15 +81,11 @@ class ProviderCapacityProjection:
         limits, usage = tables
         match decoded:
             case QuotaLimitsChanged(quota=q):
-                await conn.execute(insert(limits).values(
-                    provider_id=decoded.provider_id, region=q.region, project_id=q.project_id,
-                    service_type=q.service_type.value, kind=q.kind.value,
-                    quota_values=_values(q.values), changed_at=decoded.occurred_at,
-                ).on_conflict_do_update(
-                    index_elements=["provider_id", "region", "project_id", "service_type",
-                                    "kind"],
-                    set_={"quota_values": _values(q.values),
-                          "changed_at": decoded.occurred_at}))
+                await upsert(conn, limits, {
+                    "provider_id": decoded.provider_id, "region": q.region,
+                    "project_id": q.project_id, "service_type": q.service_type.value,
+                    "kind": q.kind.value, "quota_values": _values(q.values),
+                    "changed_at": decoded.occurred_at})
             case QuotaLimitsRemoved():
                 await conn.execute(delete(limits).where(
                     limits.c.provider_id == decoded.provider_id,
@@ -108,25 +104,14 @@ class ProviderCapacityProjection:
                         table.c.provider_id == decoded.provider_id,
                         table.c.project_id == decoded.project_id))
             case QuotaUsageSampled():
-                rows = [{"provider_id": decoded.provider_id, "region": s.region,
-                         "project_id": s.project_id, "service_type": s.service_type.value,
-                         "quota_values": _values(s.values), "sampled_at": decoded.occurred_at}
-                        for s in decoded.samples]
-                if rows:
-                    statement = insert(usage).values(rows)
-                    await conn.execute(statement.on_conflict_do_update(
-                        index_elements=["provider_id", "region", "project_id", "service_type"],
-                        set_={"quota_values": statement.excluded.quota_values,
-                              "sampled_at": statement.excluded.sampled_at}))
+                await upsert(conn, usage, *(
+                    {"provider_id": decoded.provider_id, "region": s.region,
+                     "project_id": s.project_id, "service_type": s.service_type.value,
+                     "quota_values": _values(s.values), "sampled_at": decoded.occurred_at}
+                    for s in decoded.samples))
 
 
 projection = ProviderCapacityProjection()
-
-
-@functools.lru_cache(maxsize=8)
-def _query_tables(version: int) -> list[Table]:
-    """The same Table objects for every read of a build (SQLAlchemy's statement cache)."""
-    return projection.tables(version)
 
 
 async def site_capacity(conn: AsyncConnection, version: int, *, provider_id: str,
@@ -134,7 +119,7 @@ async def site_capacity(conn: AsyncConnection, version: int, *, provider_id: str
                         project_id: str | None = None) -> list[dict[str, Any]]:
     """Limits and usage rows of a provider (optionally one region and/or project): one row
     per record, ``kind`` ``limit``, ``per_user`` or ``usage``, with when it was reported."""
-    limits, usage = _query_tables(version)
+    limits, usage = query_tables(projection, version)
     found: list[dict[str, Any]] = []
     for table, kind in ((limits, None), (usage, "usage")):
         query = select(table).where(table.c.provider_id == provider_id)

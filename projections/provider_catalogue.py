@@ -22,7 +22,6 @@ stream's events in order and skips redeliveries, so no per-row version is needed
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -85,6 +84,7 @@ from domain.providers import (
     event_tag,
 )
 from domain.providers.values import ChangeSource
+from eventstore.projection import query_tables, upsert
 from eventstore.records import RecordedEvent
 
 NAME = "provider_catalogue"
@@ -237,14 +237,6 @@ def _item_row(provider_id: str, item: Flavor | Image, table: Table) -> dict[str,
     return row
 
 
-async def _upsert(conn: AsyncConnection, table: Table, row: dict[str, Any]) -> None:
-    keys = [c.name for c in table.primary_key.columns]
-    statement = insert(table).values(**row)
-    changes = {k: v for k, v in row.items() if k not in keys}
-    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes)
-                       if changes else statement.on_conflict_do_nothing())
-
-
 async def _touch(conn: AsyncConnection, t: _Tables, e: ProviderEvent, **values: Any) -> None:
     await conn.execute(update(t.providers).where(t.providers.c.provider_id == e.provider_id)
                        .values(updated_at=func.greatest(t.providers.c.updated_at, e.occurred_at),
@@ -253,7 +245,7 @@ async def _touch(conn: AsyncConnection, t: _Tables, e: ProviderEvent, **values: 
 
 async def _registered(conn: AsyncConnection, e: ProviderRegistered, t: _Tables) -> None:
     d = e.details
-    await _upsert(conn, t.providers, {
+    await upsert(conn, t.providers, {
         "provider_id": e.provider_id, "name": d.name, "type": d.type.value,
         "status": e.status.value,
         "reported_status": e.reported_status.value if e.reported_status else None,
@@ -300,7 +292,7 @@ async def _availability(conn: AsyncConnection, e: AvailabilityChanged, t: _Table
 async def _region(conn: AsyncConnection, e: RegionAdded | RegionChanged, t: _Tables) -> None:
     r = e.region
     location = r.location
-    await _upsert(conn, t.regions, {
+    await upsert(conn, t.regions, {
         "provider_id": e.provider_id, "region": r.name,
         "site": location.site if location else None,
         "country": location.country if location else None,
@@ -317,7 +309,7 @@ async def _region_removed(conn: AsyncConnection, e: RegionRemoved, t: _Tables) -
 
 
 async def _project(conn: AsyncConnection, e: ProjectAdded | ProjectChanged, t: _Tables) -> None:
-    await _upsert(conn, t.projects, {"provider_id": e.provider_id,
+    await upsert(conn, t.projects, {"provider_id": e.provider_id,
                                      "project_id": e.project.project_id,
                                      "name": e.project.name})
 
@@ -330,7 +322,7 @@ async def _project_removed(conn: AsyncConnection, e: ProjectRemoved, t: _Tables)
 
 async def _sla(conn: AsyncConnection, e: SlaAdded | SlaChanged, t: _Tables) -> None:
     s = e.sla
-    await _upsert(conn, t.slas, {
+    await upsert(conn, t.slas, {
         "provider_id": e.provider_id, "sla_id": s.sla_id, "issuer": s.issuer,
         "user_group": s.user_group, "start_date": s.start_date, "end_date": s.end_date,
         "projects": list(s.projects)})
@@ -342,11 +334,11 @@ async def _sla_removed(conn: AsyncConnection, e: SlaRemoved, t: _Tables) -> None
 
 
 async def _flavor(conn: AsyncConnection, e: FlavorAdded | FlavorChanged, t: _Tables) -> None:
-    await _upsert(conn, t.flavors, _item_row(e.provider_id, e.flavor, t.flavors))
+    await upsert(conn, t.flavors, _item_row(e.provider_id, e.flavor, t.flavors))
 
 
 async def _image(conn: AsyncConnection, e: ImageAdded | ImageChanged, t: _Tables) -> None:
-    await _upsert(conn, t.images, _item_row(e.provider_id, e.image, t.images))
+    await upsert(conn, t.images, _item_row(e.provider_id, e.image, t.images))
 
 
 def _removal(table_of: Callable[[_Tables], Table]) -> Applier:
@@ -442,13 +434,6 @@ _APPLIERS: dict[type[ProviderEvent], Applier] = {
 # ---------------------------------------------------------------- queries
 
 
-@functools.lru_cache(maxsize=8)
-def _query_tables(version: int) -> _Tables:
-    """The same Table objects for every query of a build: SQLAlchemy caches compiled
-    statements by them, and building seven tables per read costs more than the read."""
-    return _Tables(projection.tables(version))
-
-
 def _rows(result: Any) -> list[dict[str, Any]]:
     # str(): column names come as sqlalchemy's quoted_name, a str subclass msgspec refuses
     return [{str(k): v for k, v in row._mapping.items()} for row in result]
@@ -457,7 +442,7 @@ def _rows(result: Any) -> list[dict[str, Any]]:
 async def list_providers(conn: AsyncConnection, version: int,
                          provider_id: str | None = None) -> list[dict[str, Any]]:
     """The status board: every provider with its catalogue counts and failing scopes."""
-    t = _query_tables(version)
+    t = _Tables(query_tables(projection, version))
     p = t.providers
 
     def count(table: Table, *where: Any) -> Any:
@@ -484,7 +469,7 @@ async def list_sites(conn: AsyncConnection, version: int, *, issuer: str, group:
     """The sites ``group`` of ``issuer`` may use: one row per (SLA, project, region) where
     the project has quota limits or a scanned scope, with the provider and region
     (optionally only those of one provider, or one site)."""
-    t = _query_tables(version)
+    t = _Tables(query_tables(projection, version))
     s, sc, p, r, pr = t.slas, t.scopes, t.providers, t.regions, t.projects
     project = func.unnest(s.c.projects).table_valued("project_id").render_derived(
         name="sla_project")
@@ -521,7 +506,7 @@ async def site_items(conn: AsyncConnection, version: int, kind: str, *, provider
     """Flavours (``kind="flavors"``, sorted by gpus, vcpus, ram, disk, name) or images
     (sorted by distribution, version, newest first) of one region that ``project_id`` sees:
     shared ones and private ones listing the project."""
-    t = _query_tables(version)
+    t = _Tables(query_tables(projection, version))
     table = t.flavors if kind == "flavors" else t.images
     query = select(table).where(
         table.c.provider_id == provider_id, table.c.region == region,
@@ -539,7 +524,7 @@ async def site_items(conn: AsyncConnection, version: int, kind: str, *, provider
 async def list_scopes(conn: AsyncConnection, version: int, *, provider_id: str,
                       region: str | None = None) -> list[dict[str, Any]]:
     """Scan outcomes per scope of a provider (optionally one region)."""
-    t = _query_tables(version)
+    t = _Tables(query_tables(projection, version))
     query = select(t.scopes).where(t.scopes.c.provider_id == provider_id)
     if region is not None:
         query = query.where(t.scopes.c.region == region)
@@ -549,7 +534,7 @@ async def list_scopes(conn: AsyncConnection, version: int, *, provider_id: str,
 async def provider_for_registry_name(conn: AsyncConnection, version: int, name: str,
                                      provider_type: str) -> str | None:
     """The provider id whose registry alias is ``name`` (case-insensitive), if any."""
-    t = _query_tables(version)
+    t = _Tables(query_tables(projection, version))
     p = t.providers
     alias = func.jsonb_array_elements(p.c.aliases).table_valued(column("value", JSONB)).alias(
         "alias")

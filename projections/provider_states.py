@@ -12,7 +12,6 @@ the stored stream version was applied already and is skipped, so a replay is har
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -28,13 +27,12 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.providers import EVENT_TYPES_BY_TAG, fold, initial_state
 from domain.providers.state import ProviderState
 from domain.providers.usage import USAGE_EVENT_TYPES, QuotaUsageState, fold_usage
-from eventstore.projection import versioned_tables
+from eventstore.projection import query_tables, upsert
 from eventstore.records import RecordedEvent
 
 NAME: Final = "provider_states"
@@ -58,28 +56,23 @@ def decode_usage_state(data: bytes) -> QuotaUsageState:
     return _USAGE_DECODER.decode(data)
 
 
-@functools.cache  # one set of Table objects per build: SQL compiles once
-def _tables(version: int) -> tuple[Table, Table]:
-    metadata = MetaData()
-
-    def states(part: str) -> Table:
-        return Table(
-            f"{NAME}_{part}_v{version}", metadata,
-            Column("provider_id", Text, primary_key=True),
-            Column("stream_version", BigInteger, nullable=False),
-            Column("state", LargeBinary, nullable=False),
-        )
-
-    return states("providers"), states("usage")
-
-
 class ProviderStatesProjection:
     NAME = NAME
     VERSION = VERSION
     HANDLES = frozenset(EVENT_TYPES_BY_TAG) | USAGE_TAGS
 
     def tables(self, version: int) -> list[Table]:
-        return list(_tables(version))
+        metadata = MetaData()
+
+        def states(part: str) -> Table:
+            return Table(
+                f"{NAME}_{part}_v{version}", metadata,
+                Column("provider_id", Text, primary_key=True),
+                Column("stream_version", BigInteger, nullable=False),
+                Column("state", LargeBinary, nullable=False),
+            )
+
+        return [states("providers"), states("usage")]
 
     async def apply(self, conn: AsyncConnection, event: RecordedEvent, decoded: Any,
                     tables: Sequence[Table]) -> None:
@@ -109,13 +102,10 @@ class ProviderStatesProjection:
             else:
                 state = fold(fresh, decode_provider_state(row.state) if row
                              else initial_state(provider_id))
-            statement = insert(table).values(
-                provider_id=provider_id, stream_version=max(e.version for e, _ in events),
-                state=encode_state(state))
-            await conn.execute(statement.on_conflict_do_update(
-                index_elements=[table.c.provider_id],
-                set_={"stream_version": statement.excluded.stream_version,
-                      "state": statement.excluded.state}))
+            await upsert(conn, table, {
+                "provider_id": provider_id,
+                "stream_version": max(e.version for e, _ in events),
+                "state": encode_state(state)})
 
 
 projection = ProviderStatesProjection()
@@ -127,7 +117,7 @@ projection = ProviderStatesProjection()
 async def stream_versions(conn: AsyncConnection, version: int) -> tuple[dict[str, int],
                                                                          dict[str, int]]:
     """Per provider, the stream version of its folded state and of its usage."""
-    providers, usage = versioned_tables(projection, version)
+    providers, usage = query_tables(projection, version)
     both = union_all(
         select(literal(False).label("usage"), providers.c.provider_id,
                providers.c.stream_version),
@@ -141,7 +131,7 @@ async def stream_versions(conn: AsyncConnection, version: int) -> tuple[dict[str
 async def provider_states(conn: AsyncConnection, version: int,
                           provider_ids: Iterable[str]) -> dict[str, tuple[int, ProviderState]]:
     """The folded states (with their stream versions) of ``provider_ids``."""
-    providers, _ = versioned_tables(projection, version)
+    providers, _ = query_tables(projection, version)
     ids = list(provider_ids)
     if not ids:
         return {}
@@ -152,7 +142,7 @@ async def provider_states(conn: AsyncConnection, version: int,
 async def usage_states(conn: AsyncConnection, version: int,
                        provider_ids: Iterable[str]) -> dict[str, tuple[int, QuotaUsageState]]:
     """The latest usage (with its stream version) of ``provider_ids``."""
-    _, usage = versioned_tables(projection, version)
+    _, usage = query_tables(projection, version)
     ids = list(provider_ids)
     if not ids:
         return {}

@@ -25,7 +25,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.replications import (
@@ -36,7 +36,7 @@ from domain.replications import (
     evolve,
     initial_state,
 )
-from eventstore.projection import versioned_tables
+from eventstore.projection import query_tables, upsert
 from eventstore.records import RecordedEvent
 
 NAME = "replications"
@@ -140,11 +140,7 @@ class ReplicationsProjection:
         state = (msgspec.convert(stored.state, ReplicationState) if stored is not None
                  else initial_state())
         state = evolve(state, decoded)
-        row = row_of(state)
-        statement = insert(table).values(**row)
-        await conn.execute(statement.on_conflict_do_update(
-            index_elements=[table.c.id],
-            set_={key: statement.excluded[key] for key in row if key != "id"}))
+        await upsert(conn, table, row_of(state))
 
 
 projection = ReplicationsProjection()
@@ -165,7 +161,7 @@ def _plain(row: Any) -> dict[str, Any]:
 
 
 def _table(version: int) -> Table:
-    return versioned_tables(projection, version)[0]
+    return query_tables(projection, version)[0]
 
 
 async def get_replication(conn: AsyncConnection, version: int,

@@ -25,7 +25,7 @@ from domain.deployments import (
     ResourceAction,
     event_tag,
 )
-from eventstore.projection import versioned_tables
+from eventstore.projection import query_tables
 from eventstore.records import RecordedEvent
 
 NAME = "resources"
@@ -121,7 +121,7 @@ async def list_resources(conn: AsyncConnection, version: int, deployment_id: str
                          sort: Sequence[tuple[str, bool]] = (("created_at", True),),
                          offset: int = 0, limit: int = 10) -> tuple[list[dict[str, Any]], int]:
     """One page of a deployment's resources (optionally only of ``node_types``) and the total."""
-    (table,) = versioned_tables(projection, version)
+    (table,) = query_tables(projection, version)
     terms = [table.c.deployment_id == deployment_id]
     if node_types is not None:
         terms.append(table.c.node_type.in_(list(node_types)))
@@ -145,7 +145,7 @@ async def list_resources(conn: AsyncConnection, version: int, deployment_id: str
 
 async def get_resource(conn: AsyncConnection, version: int, deployment_id: str,
                        resource_id: str) -> dict[str, Any] | None:
-    (table,) = versioned_tables(projection, version)
+    (table,) = query_tables(projection, version)
     row = (await conn.execute(select(*[table.c[n] for n in _PUBLIC]).where(
         table.c.deployment_id == deployment_id, table.c.resource_id == resource_id))
     ).mappings().first()

@@ -9,7 +9,6 @@ replayed event changes nothing. :func:`success_stats` counts them over a recent 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -37,33 +36,11 @@ from domain.deployments import (
 )
 from domain.deployments.values import AttemptFailureCause, OperationKind, Site
 from domain.providers.selection import SuccessStats
-from eventstore.projection import by_type, versioned_tables
+from eventstore.projection import by_type, query_tables
 from eventstore.records import RecordedEvent
 
 NAME: Final = "site_success"
 VERSION: Final = 1
-
-
-@functools.cache  # one set of Table objects per build: SQL compiles once
-def _tables(version: int) -> list[Table]:
-    metadata = MetaData()
-    deployments = Table(
-        f"{NAME}_deployments_v{version}", metadata,
-        Column("deployment_id", Text, primary_key=True),
-        Column("template_type", Text, nullable=True),
-    )
-    outcomes = Table(
-        f"{NAME}_outcomes_v{version}", metadata,
-        Column("deployment_id", Text, primary_key=True),
-        Column("attempt", BigInteger, primary_key=True),
-        Column("provider_id", Text, nullable=False),
-        Column("region", Text, nullable=True),
-        Column("template_type", Text, nullable=True),
-        Column("succeeded", Boolean, nullable=False),
-        Column("occurred_at", DateTime(timezone=True), nullable=False),
-        Index(f"{NAME}_outcomes_v{version}_by_type", "template_type", "occurred_at"),
-    )
-    return [deployments, outcomes]
 
 
 async def _requested(conn: AsyncConnection, event: RecordedEvent, e: DeploymentRequested,
@@ -117,7 +94,24 @@ class SiteSuccessProjection:
     HANDLES = frozenset(_APPLIERS)
 
     def tables(self, version: int) -> list[Table]:
-        return list(_tables(version))
+        metadata = MetaData()
+        deployments = Table(
+            f"{NAME}_deployments_v{version}", metadata,
+            Column("deployment_id", Text, primary_key=True),
+            Column("template_type", Text, nullable=True),
+        )
+        outcomes = Table(
+            f"{NAME}_outcomes_v{version}", metadata,
+            Column("deployment_id", Text, primary_key=True),
+            Column("attempt", BigInteger, primary_key=True),
+            Column("provider_id", Text, nullable=False),
+            Column("region", Text, nullable=True),
+            Column("template_type", Text, nullable=True),
+            Column("succeeded", Boolean, nullable=False),
+            Column("occurred_at", DateTime(timezone=True), nullable=False),
+            Index(f"{NAME}_outcomes_v{version}_by_type", "template_type", "occurred_at"),
+        )
+        return [deployments, outcomes]
 
     apply = staticmethod(by_type(_APPLIERS))
 
@@ -128,7 +122,7 @@ projection = SiteSuccessProjection()
 async def success_stats(conn: AsyncConnection, version: int, template_type: str | None, *,
                         since: datetime) -> list[SuccessStats]:
     """Attempts and successes of ``template_type`` per site since ``since``."""
-    _, outcomes = versioned_tables(projection, version)
+    _, outcomes = query_tables(projection, version)
     successes = func.sum(case((outcomes.c.succeeded, 1), else_=0))
     query = (
         select(outcomes.c.provider_id, outcomes.c.region, func.count().label("attempts"),

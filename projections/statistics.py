@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -68,7 +67,7 @@ from domain.deployments import (
     DeploymentUpdateRequested,
     event_tag,
 )
-from eventstore.projection import live_version, versioned_tables
+from eventstore.projection import live_version, query_tables
 from eventstore.records import RecordedEvent
 
 NAME = "statistics"
@@ -541,16 +540,10 @@ def _rows(result: Any) -> list[dict[str, Any]]:
     return out
 
 
-@lru_cache(maxsize=64)
-def _tables(version: int, schema: str | None) -> list[Table]:
-    # The same Table objects every time: SQLAlchemy then reuses compiled statements.
-    return versioned_tables(projection, version, schema=schema)
-
-
 def _activity_table(version: int, schema: str | None, f: StatisticsFilter,
                     group_by: Sequence[str]) -> Table:
     """The owner-less rollup unless the query scopes, filters or groups by owner."""
-    tables = _tables(version, schema)
+    tables = query_tables(projection, version, schema)
     if f.owner_subject is None and f.owner is None and "owner" not in group_by:
         return tables[5]
     return tables[2]
@@ -564,7 +557,7 @@ async def deployment_counts(conn: AsyncConnection, version: int, f: StatisticsFi
                             group_by: Sequence[str] = (), interval: Interval = "total",
                             schema: str | None = None) -> list[dict[str, Any]]:
     """Deployments created per period (and group), with the resources they request."""
-    created = _tables(version, schema)[1]
+    created = query_tables(projection, version, schema)[1]
     period = _bucket(created.c.day, interval)
     groups = _group_columns(created, group_by)
     terms = _scope(created, f, with_status=True)
@@ -694,7 +687,7 @@ async def create_outcomes(conn: AsyncConnection, version: int, f: StatisticsFilt
                           schema: str | None = None) -> list[dict[str, Any]]:
     """Create operations that ended per period: successes, failures, success rate and the
     time from request (or retry) to CREATE_COMPLETE."""
-    outcomes = _tables(version, schema)[3]
+    outcomes = query_tables(projection, version, schema)[3]
     period = _bucket(outcomes.c.day, interval)
     groups = _group_columns(outcomes, [g for g in group_by if g != "status"])
     terms = _scope(outcomes, f, with_status=False)
@@ -726,7 +719,7 @@ async def failure_reasons(conn: AsyncConnection, version: int, f: StatisticsFilt
                           group_by: Sequence[str] = (), interval: Interval = "total",
                           schema: str | None = None) -> list[dict[str, Any]]:
     """Transitions into a ``*_FAILED`` status per period, by status and reason."""
-    failures = _tables(version, schema)[4]
+    failures = query_tables(projection, version, schema)[4]
     period = _bucket(failures.c.day, interval)
     groups = _group_columns(failures, [g for g in group_by if g != "status"])
     terms = _scope(failures, f, with_status=True)
