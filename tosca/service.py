@@ -41,10 +41,15 @@ class TemplateValidator:
         self.known_templates = dict(known_templates or {})
         self.pool = WorkerPool(workers, max_tasks_per_worker=max_tasks_per_worker)
         self.cache = FactsCache(cache_size)
-        # Threads only wait on pipes; one per worker is enough, plus one for
-        # the cheap preparation work.
+        # These threads only wait on the workers' pipes: one per worker, plus one
+        # waiting for a worker to free up.
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.pool.size + 1, thread_name_prefix="tosca-validator"
+        )
+        # The cheap preparation (size checks, cache key) has its own thread, so a
+        # cached answer never queues behind validations that are waiting on workers.
+        self._prepare_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="tosca-prepare"
         )
         self._inflight: dict[str, asyncio.Future[TemplateFacts]] = {}
         self._closed = False
@@ -65,7 +70,7 @@ class TemplateValidator:
         limits = limits or self.limits
         loop = asyncio.get_running_loop()
         prepared = await loop.run_in_executor(
-            self._threads,
+            self._prepare_thread,
             prepare,
             template_text,
             inputs,
@@ -101,6 +106,7 @@ class TemplateValidator:
         self._closed = True
         self.pool.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
+        self._prepare_thread.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> TemplateValidator:
         await self.start()
