@@ -54,8 +54,10 @@ async def _requested(conn: AsyncConnection, event: RecordedEvent, e: DeploymentR
 async def _outcome(conn: AsyncConnection, tables: Sequence[Table], deployment_id: str,
                    attempt: int, site: Site, succeeded: bool, occurred_at: datetime) -> None:
     deployments, outcomes = tables
-    template_type = (await conn.execute(select(deployments.c.template_type).where(
-        deployments.c.deployment_id == deployment_id))).scalar()
+    # The template type rides along as a subquery (NULL if the request was never seen):
+    # one round trip per outcome.
+    template_type = select(deployments.c.template_type).where(
+        deployments.c.deployment_id == deployment_id).scalar_subquery()
     statement = insert(outcomes).values(
         deployment_id=deployment_id, attempt=attempt, provider_id=site.provider_id,
         region=site.region, template_type=template_type, succeeded=succeeded,
