@@ -4,7 +4,7 @@ Replaces paas-mon's log scraping: the ``deployment.scheduled`` event carries eve
 features as seen at decision time, and the attempt events say how each site did. For each
 deployment the projection keeps the few events that matter (``airanker_dataset_events_v<N>``;
 the template text and inputs of the request are dropped, they are not training data) and,
-whenever one of them arrives, recomputes the rows of the scheduled operation with
+whenever an attempt or outcome event arrives, recomputes the rows of its operation with
 :func:`domain.providers.airanker.dataset_rows` into ``airanker_dataset_rows_v<N>``.
 
 Rows are ordered by ``row_position`` (the log position of the event that last produced
@@ -26,7 +26,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from domain.deployments import (
     DeploymentEvent,
     DeploymentRequested,
-    DeploymentScheduled,
     decode_event,
     encode_event,
 )
@@ -88,16 +87,15 @@ class AirankerDatasetProjection:
         await conn.execute(insert(events_table).values(
             deployment_id=decoded.deployment_id, stream_version=event.version,
             event=encode_event(_slim(decoded))).on_conflict_do_nothing())
-        if event.type in ("deployment.requested", "deployment.retry_requested"):
-            return  # nothing scheduled or attempted yet for this operation
+        if event.type in ("deployment.requested", "deployment.retry_requested",
+                          "deployment.scheduled"):
+            return  # rows need an attempt of a scheduled operation: none yet
         stored = await conn.execute(
             select(events_table.c.event)
             .where(events_table.c.deployment_id == decoded.deployment_id)
             .order_by(events_table.c.stream_version))
         history = [decode_event(r.event) for r in stored]
-        operation = getattr(decoded, "operation", None)
-        if isinstance(decoded, DeploymentScheduled) or operation is None:
-            return  # a schedule alone produces no row: rows need an outcome
+        operation = decoded.operation  # every other kept type has one
         result = recorded_selection(history, operation=operation)
         if result is None:
             return
