@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tosca_helpers import CORPUS  # also puts the repository on sys.path
+from tosca_helpers import CORPUS
 
 from tosca import ImportResolver, Limits, ResolverConfig, WorkerPool, default_resolver_config
 

@@ -7,14 +7,11 @@ the repository: `$ORCH_TOSCA_CORPUS`, or `../shared/tosca` next to the repo.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `tosca` is a top-level package of the repository
-    sys.path.insert(0, str(REPO))
 
 
 CORPUS = Path(os.environ.get("ORCH_TOSCA_CORPUS") or (REPO / ".." / "shared" / "tosca")).resolve()
