@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -252,7 +253,14 @@ async def test_cli_retries_parked_events_in_order(
         fx_system: bootstrap.System, fx_database_url: str, fx_kafka_bootstrap: str,
         fx_topic_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     handler = RecordingHandler()
-    monkeypatch.setattr(bootstrap, "HANDLERS", [(handler, ["deployment"])])
+    build = bootstrap.build
+
+    async def build_with_handler(settings: Settings, **options: Any) -> bootstrap.System:
+        system = await build(settings, **options)
+        system.handlers.append((handler, ["deployment"]))
+        return system
+
+    monkeypatch.setattr(bootstrap, "build", build_with_handler)
     for index in range(2):
         await create_deployment(fx_system, index)
     stream = f"deployment-{deployment_id(0)}"
