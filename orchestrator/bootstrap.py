@@ -910,12 +910,14 @@ def consumer_settings(settings: Settings) -> ConsumerSettings:
 
 async def ensure_projections_built(system: System,
                                    consumer: ConsumerSettings | None = None) -> None:
-    """A projection with no live version yet is built from the log first."""
+    """A projection with no live version yet, or whose live version another ``VERSION``
+    (table shape) built, is built from the log first (blue/green: reads switch at the end)."""
     versions = ProjectionVersions(system.engine)
     consumer = consumer or consumer_settings(system.settings)
 
     async def build_one(projection: Projection, categories: list[str]) -> None:
-        if await versions.live(projection.NAME) is None:
+        # Nothing live yet, or the live build has another table shape (VERSION was bumped).
+        if await versions.needs_rebuild(projection):
             log.info("building projection %s from the log", projection.NAME)
             await rebuild(projection, store=system.store, engine=system.engine,
                           bootstrap_servers=system.settings.kafka_bootstrap,

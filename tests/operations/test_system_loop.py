@@ -7,9 +7,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
 
+from eventstore.consumers import topics_for
+from eventstore.projection import ProjectionVersions
+from eventstore.relay import ensure_topics
 from orchestrator import bootstrap
 from orchestrator.settings import Settings
+from projections.event_counts import projection as event_counts
 from tests.http_server import serve
 from tests.operations.support import create_deployment
 
@@ -53,3 +58,33 @@ async def test_appended_events_reach_the_event_counts_read_model_through_kafka(
                      and "projection.event_counts" in line]
         assert lag_lines, "the event_counts consumer's lag is reported"
         assert all(line.endswith(" 0.0") for line in lag_lines), lag_lines
+
+
+async def test_a_projection_whose_table_shape_changed_is_rebuilt_at_start(
+        fx_database_url: str, fx_kafka_bootstrap: str, fx_topic_prefix: str) -> None:
+    """Bumping a projection's VERSION (its table shape) gets it new tables and a rebuild
+    the next time the system starts; projections whose shape did not change are kept."""
+    settings = Settings(database_url=fx_database_url, kafka_bootstrap=fx_kafka_bootstrap,
+                        topic_prefix=fx_topic_prefix)
+    system = await bootstrap.build(settings)
+    try:
+        await ensure_topics(fx_kafka_bootstrap,
+                            topics_for(fx_topic_prefix, bootstrap.CATEGORIES), 1)
+        await bootstrap.ensure_projections_built(system)
+        # As if the live event_counts build had been made by the previous table shape.
+        async with system.engine.begin() as conn:
+            await conn.execute(text(
+                "UPDATE projection_versions SET code_version = code_version - 1 "
+                "WHERE projection = 'event_counts'"))
+
+        await bootstrap.ensure_projections_built(system)
+
+        versions = ProjectionVersions(system.engine)
+        shape = event_counts.VERSION
+        assert [(r.version, r.state, r.code_version)
+                for r in await versions.all("event_counts")] == [
+            (1, "retired", shape - 1), (2, "live", shape)]
+        assert [(r.version, r.state) for r in await versions.all("deployments")] == [
+            (1, "live")]
+    finally:
+        await system.close()
