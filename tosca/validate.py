@@ -58,10 +58,6 @@ class FactsCache:
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
