@@ -10,8 +10,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup.sh
-bash scripts/services.sh up im
+bash scripts/setup.sh postgres kafka im
 export ORCH_DEV_ISSUER="${ORCH_DEV_ISSUER:-1}"
 if [ -z "${ORCH_SITES_FILE:-}" ]; then
   .venv/bin/python -m orchestrator.demo sites-file .run/demo-sites.json
