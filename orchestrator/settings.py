@@ -143,30 +143,17 @@ def auth_settings_from_env() -> AuthSettings:
         raise SystemExit(f"invalid authentication settings: {error}") from None
 
 
-def _configuration_from_env() -> dict[str, str]:
-    raw = env("ORCH_CONFIGURATION")
+def _string_map(name: str) -> dict[str, str]:
+    """A JSON object of strings (ORCH_CONFIGURATION, ORCH_RSE_SITES); unset: empty."""
+    raw = env(name)
     if not raw:
         return {}
     try:
         values: Any = json.loads(raw)
     except ValueError:
-        raise SystemExit("ORCH_CONFIGURATION must be a JSON object of strings") from None
+        values = None
     if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
-        raise SystemExit("ORCH_CONFIGURATION must be a JSON object of strings")
-    return values
-
-
-def _rse_sites_from_env() -> dict[str, str]:
-    """ORCH_RSE_SITES (provider ranking, issue 4): {"RSE": "provider_id[/region]"}."""
-    raw = env("ORCH_RSE_SITES")
-    if not raw:
-        return {}
-    try:
-        values: Any = json.loads(raw)
-    except ValueError:
-        raise SystemExit("ORCH_RSE_SITES must be a JSON object of strings") from None
-    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
-        raise SystemExit("ORCH_RSE_SITES must be a JSON object of strings")
+        raise SystemExit(f"{name} must be a JSON object of strings")
     return values
 
 
@@ -243,7 +230,7 @@ class Settings(msgspec.Struct, kw_only=True):
             auth=auth_settings_from_env(),
             require_user_group=_flag("ORCH_REQUIRE_USER_GROUP", True),
             trust_forwarded_headers=_flag("ORCH_TRUST_FORWARDED_HEADERS", True),
-            configuration=_configuration_from_env(),
+            configuration=_string_map("ORCH_CONFIGURATION"),
             tosca_workers=int(env("ORCH_TOSCA_WORKERS", "2") or 2),
             feeder_topic=env("ORCH_FEEDER_TOPIC"),  # provider ingestion (issue 4)
             # --- provider ranking (issue 4) ---
@@ -251,7 +238,7 @@ class Settings(msgspec.Struct, kw_only=True):
             ranker_request_topic=env("ORCH_RANKER_REQUEST_TOPIC"),
             ranker_answer_topic=env("ORCH_RANKER_ANSWER_TOPIC"),
             ranker_deadline_s=float(env("ORCH_RANKER_DEADLINE_S", "5") or 5),
-            rse_sites=_rse_sites_from_env(),
+            rse_sites=_string_map("ORCH_RSE_SITES"),
             # --- end provider ranking ---
             im_sites_file=env("ORCH_SITES_FILE"),  # IM deployer (issue 5)
             # --- credential store, callbacks, stuck deployments ---

@@ -283,3 +283,15 @@ async def test_cli_retries_parked_events_in_order(
     assert status == 0
     assert handler.handled == [e.event_id for e in parked]
     assert await list_dead_letters(fx_system.engine, handler.NAME) == []
+
+
+def test_json_settings_must_be_objects_of_strings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_CONFIGURATION", '{"dashboard": "https://dash.example"}')
+    monkeypatch.setenv("ORCH_RSE_SITES", '{"INFN_T1": "infn.openstack/region-1"}')
+    settings = Settings.from_env()
+    assert settings.configuration == {"dashboard": "https://dash.example"}
+    assert settings.rse_sites == {"INFN_T1": "infn.openstack/region-1"}
+    for value in ('["infn.openstack"]', '{"INFN_T1": 1}', "not json"):
+        monkeypatch.setenv("ORCH_RSE_SITES", value)
+        with pytest.raises(SystemExit, match="ORCH_RSE_SITES must be a JSON object of strings"):
+            Settings.from_env()
