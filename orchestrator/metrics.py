@@ -3,8 +3,6 @@ at scrape time (so they are right whichever process did the work)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from prometheus_client import CollectorRegistry, Gauge
 
 from eventstore.consumers import end_offsets
@@ -37,10 +35,6 @@ class Metrics:
         self.parked_messages = Gauge(
             "orchestrator_parked_messages", "Kafka messages that could not be decoded",
             registry=self.registry)
-        self.unknown_types_skipped = Gauge(
-            "orchestrator_unknown_event_types_skipped", "Events of unknown types skipped live",
-            ["consumer"], registry=self.registry)
-        self.extra_refreshers: list[Callable[[], Awaitable[None]]] = []
 
     async def refresh(self, store: EventStore, relay: KafkaRelay | None,
                       kafka_bootstrap: str | None = None) -> None:
@@ -70,5 +64,3 @@ class Metrics:
                     self.consumer_lag.labels(row["consumer"], row["topic"],
                                              str(row["partition"])).set(
                         max(0, end - row["next_offset"]))
-        for refresher in self.extra_refreshers:
-            await refresher()
