@@ -65,7 +65,9 @@ async def main(selected: set[str], repeats: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("groups", nargs="*", help="append, relay, rebuild, e2e (default: all)")
+    parser.add_argument("groups", nargs="*",
+                        help="append, relay, rebuild, e2e, api, ranking, im, audit, providers "
+                             "(default: all)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     asyncio.run(main(set(args.groups), args.repeats))
