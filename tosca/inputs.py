@@ -95,9 +95,10 @@ def _show(value: object, limit: int = 60) -> str:
 # ---- scalar units and versions -------------------------------------------------------------
 
 
-def scalar_magnitude(kind: str, value: object) -> float:
-    """Value of a scalar-unit in the base unit (bytes, seconds, Hz). Units are case-tolerant."""
-    found = _SCALAR_RE.match(str(value)) if isinstance(value, str) else None
+def _scalar_parts(kind: str, value: object) -> tuple[str, float, str]:
+    """A scalar-unit value as (number as written, number, canonical unit); units are
+    case-tolerant."""
+    found = _SCALAR_RE.match(value) if isinstance(value, str) else None
     if not found:
         raise InputError(f"{_show(value)} is not a valid {kind} (expected e.g. 8 GB)")
     units = _SCALAR_UNITS[kind]
@@ -112,18 +113,18 @@ def scalar_magnitude(kind: str, value: object) -> float:
     number = float(found["num"])
     if not math.isfinite(number):
         raise InputError(f"{_show(value)} is not a valid {kind}")
-    return float(number * units[unit])
+    return found["num"], number, unit
+
+
+def scalar_magnitude(kind: str, value: object) -> float:
+    """Value of a scalar-unit in the base unit (bytes, seconds, Hz). Units are case-tolerant."""
+    _text, number, unit = _scalar_parts(kind, value)
+    return float(number * _SCALAR_UNITS[kind][unit])
 
 
 def _normalise_scalar(kind: str, value: object) -> str:
-    scalar_magnitude(kind, value)  # validates
-    found = _SCALAR_RE.match(str(value))
-    assert found is not None
-    units = _SCALAR_UNITS[kind]
-    unit = found["unit"]
-    if unit not in units:
-        unit = {u.upper(): u for u in units}[unit.upper()]
-    return f"{found['num']} {unit}"
+    text, _number, unit = _scalar_parts(kind, value)
+    return f"{text} {unit}"
 
 
 def _version_key(text: str) -> tuple[int, int, int, str, int]:
