@@ -53,9 +53,6 @@ class EventRegistry:
     def tags(self) -> list[str]:
         return sorted(self._types)
 
-    def tag_of(self, event: msgspec.Struct) -> str:
-        return self._tags[type(event)]
-
     def encode(self, event: msgspec.Struct, event_id: str) -> NewEvent:
         tag = self._tags.get(type(event))
         if tag is None:
