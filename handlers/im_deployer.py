@@ -78,6 +78,7 @@ from domain.deployments.values import CloudProviderEndpoint, IaasType
 from domain.identity import system_actor
 from eventstore.command_service import CommandService, Decider
 from eventstore.records import Metadata
+from handlers.drivers import Drivers, sleep_or_woken
 from handlers.im_client import (
     FINAL_STATES,
     ImAuthorization,
@@ -186,8 +187,7 @@ class ImDeployer:
         self.settings = settings or ImDeployerSettings()
         self.checkpoint = checkpoint
         self._clients: dict[str, ImClient] = {}
-        self._drivers: dict[str, asyncio.Task[None]] = {}
-        self._wake: dict[str, asyncio.Event] = {}
+        self._drivers = Drivers(self.NAME, self._drive)
         # Attempts whose create this process started: no orphan to look for before it.
         self._fresh: set[tuple[str, int]] = set()
         self._failures: dict[tuple[str, int, str], int] = {}
@@ -204,16 +204,11 @@ class ImDeployer:
 
     def kick(self, deployment_id: str) -> None:
         """Wake (or start) the deployment's driver. Never blocks."""
-        self._wake.setdefault(deployment_id, asyncio.Event()).set()
-        task = self._drivers.get(deployment_id)
-        if task is None or task.done():
-            self._drivers[deployment_id] = asyncio.create_task(
-                self._drive(deployment_id), name=f"im-deployer:{deployment_id}")
+        self._drivers.wake(deployment_id)
 
     async def idle(self) -> None:
-        """Until no driver runs (tests and shutdown)."""
-        while any(not t.done() for t in self._drivers.values()):
-            await asyncio.gather(*list(self._drivers.values()), return_exceptions=True)
+        """Until no driver runs (tests)."""
+        await self._drivers.idle()
 
     # ------------------------------------------------------------ background
     async def run_background(self, stop: asyncio.Event) -> None:
@@ -229,17 +224,12 @@ class ImDeployer:
                     await self.resume()
                 except Exception:
                     log.exception("resuming deployments failed")
-                try:
-                    await asyncio.wait_for(stop.wait(), self.settings.reconcile_interval_s)
-                except TimeoutError:
-                    pass
+                await sleep_or_woken(stop, self.settings.reconcile_interval_s)
         finally:
             await self.close()
 
     async def close(self) -> None:
-        for task in self._drivers.values():
-            task.cancel()
-        await asyncio.gather(*list(self._drivers.values()), return_exceptions=True)
+        await self._drivers.close()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -292,8 +282,7 @@ class ImDeployer:
         return config.authorization(token)
 
     # ------------------------------------------------------------ the driver
-    async def _drive(self, deployment_id: str) -> None:
-        wake = self._wake.setdefault(deployment_id, asyncio.Event())
+    async def _drive(self, deployment_id: str, wake: asyncio.Event) -> None:
         failures = 0
         while True:
             wake.clear()
@@ -315,16 +304,11 @@ class ImDeployer:
                 else:
                     log.exception("deployment %s: step failed; again in %.1f s",
                                   deployment_id, delay)
-                try:
-                    await asyncio.wait_for(wake.wait(), _jittered(delay, 0.2))
-                except TimeoutError:
-                    pass
+                await sleep_or_woken(wake, _jittered(delay, 0.2))
                 continue
             if not progressed and not wake.is_set():
-                # Nothing to do until the next event: forget the deployment (no await
-                # since the check, so no kick can slip in between).
-                self._drivers.pop(deployment_id, None)
-                self._wake.pop(deployment_id, None)
+                # Nothing to do until the next event: the driver ends (Drivers forgets it
+                # in the same loop turn, so a later kick starts a new one).
                 self._seen.pop(deployment_id, None)
                 return
 
@@ -548,14 +532,6 @@ class ImDeployer:
             return None
         return values[0], values[1], values[2]
 
-    async def _sleep_or_wake(self, delay: float, wake: asyncio.Event) -> bool:
-        """True if woken by a new event (the caller re-reads the state)."""
-        try:
-            await asyncio.wait_for(wake.wait(), delay)
-        except TimeoutError:
-            return False
-        return True
-
     async def _poll_until_final(
         self, state: DeploymentState, client: ImClient, auth: ImAuthorization,
         infrastructure_id: str, deadline: datetime, wake: asyncio.Event,
@@ -575,7 +551,7 @@ class ImDeployer:
                 return current
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             pause = min(_jittered(delay, self.settings.poll_jitter), max(remaining, 0.0))
-            if await self._sleep_or_wake(pause, wake) or await self._moved_on(state):
+            if await sleep_or_woken(wake, pause) or await self._moved_on(state):
                 raise _Woken()
             delay = min(delay * self.settings.poll_factor, self.settings.poll_max_s)
 

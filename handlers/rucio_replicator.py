@@ -41,6 +41,7 @@ from domain.identity import Actor, system_actor
 from eventstore.command_service import CommandService, Decider
 from eventstore.records import Metadata, RecordedEvent
 
+from .drivers import Drivers, sleep_or_woken
 from .rucio_client import (
     Did,
     ReplicationRule,
@@ -145,9 +146,7 @@ class RucioReplicator:
         self.index = index
         self.follow = follow or FollowPolicy()
         self.actor = actor or system_actor(self.NAME)
-        self._drivers: dict[str, asyncio.Task[None]] = {}
-        self._nudges: dict[str, asyncio.Event] = {}
-        self._stopping = False
+        self._drivers = Drivers(self.NAME, self._drive)
 
     # ------------------------------------------------------------ background drivers
     async def run_background(self, stop: asyncio.Event) -> None:
@@ -158,32 +157,18 @@ class RucioReplicator:
         await self.close()
 
     async def close(self) -> None:
-        self._stopping = True
-        tasks = list(self._drivers.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._drivers.clear()
+        await self._drivers.close()
 
     def ensure_driven(self, replication_id: str) -> None:
         """Start a driver for the replication, or wake the one that sleeps."""
-        if self._stopping:
-            return
-        task = self._drivers.get(replication_id)
-        if task is not None and not task.done():
-            self._nudges[replication_id].set()
-            return
-        self._nudges[replication_id] = asyncio.Event()
-        self._drivers[replication_id] = asyncio.create_task(
-            self._drive(replication_id), name=f"rucio-replicator:{replication_id}")
+        self._drivers.wake(replication_id)
 
     def driving(self) -> list[str]:
-        return [rid for rid, task in self._drivers.items() if not task.done()]
+        return self._drivers.running()
 
-    async def _drive(self, replication_id: str) -> None:
+    async def _drive(self, replication_id: str, nudge: asyncio.Event) -> None:
         delay: float | None = None
         while True:
-            nudge = self._nudges[replication_id]
             nudge.clear()
             try:
                 state, _ = await self.commands.load(rep.replication_stream(replication_id),
@@ -208,11 +193,8 @@ class RucioReplicator:
                     delay = None
                     continue
                 delay = self.follow.next(delay)
-            try:
-                await asyncio.wait_for(nudge.wait(), delay)
+            if await sleep_or_woken(nudge, delay):
                 delay = None  # woken by a new event: look again at once
-            except TimeoutError:
-                pass
 
     async def _step(self, state: rep.ReplicationState) -> bool:
         """One step towards the wanted state; True if something was recorded."""
