@@ -501,25 +501,16 @@ def check_inputs(declared: object, params: Mapping[str, Any], limits: Limits) ->
                 for item in entries:
                     for constraint in constraint_list(entry["constraints"]):
                         check_constraint(entry["type"], constraint, item, limits)
-        except (TypeError, ValueError, OverflowError):
-            problem_text = "has a constraint that cannot be evaluated for this value"
-            result.problems.append(
-                Problem(
-                    "InvalidDefaultError" if from_default else "InvalidInputError",
-                    f"{what} {problem_text}",
-                )
-            )
-            result.failed.add(name)
-            if from_default:
-                result.bad_defaults.add(name)
-            continue
-        except InputError as problem:
-            text = str(problem)
+        except (InputError, TypeError, ValueError, OverflowError) as problem:
+            if isinstance(problem, InputError):
+                text = str(problem)
+            else:
+                text = "has a constraint that cannot be evaluated for this value"
             message = (
                 f"{what} {text}" if text.startswith(("has ", "is ", "must ")) else f"{what}: {text}"
             )
             result.problems.append(
-                Problem("InvalidInputError" if not from_default else "InvalidDefaultError", message)
+                Problem("InvalidDefaultError" if from_default else "InvalidInputError", message)
             )
             result.failed.add(name)
             if from_default:
