@@ -168,11 +168,15 @@ def test_types_dir_is_configurable(tmp_path: Path) -> None:
         resolver.map_url("https://types.example.org/v2/types.yaml")
 
 
-def test_default_config_points_at_the_shared_corpus_types(monkeypatch) -> None:
+def test_default_config_points_at_the_shared_corpus_types(monkeypatch, tmp_path: Path) -> None:
+    import tosca.imports
+
     monkeypatch.delenv("ORCH_TOSCA_TYPES_DIR", raising=False)
-    config = default_resolver_config()
-    # In this checkout the shared corpus sits next to the repository.
-    assert config.types_dir is None or Path(config.types_dir).is_dir()
+    # The shared corpus next to the repository, when it is there; else no types at all.
+    monkeypatch.setattr(tosca.imports, "_SHARED_CORPUS", tmp_path)
+    assert default_resolver_config().types_dir == str(tmp_path.resolve())
+    monkeypatch.setattr(tosca.imports, "_SHARED_CORPUS", tmp_path / "absent")
+    assert default_resolver_config().types_dir is None
     monkeypatch.setenv("ORCH_TOSCA_TYPES_DIR", "/srv/tosca-types")
     assert default_resolver_config().types_dir == "/srv/tosca-types"
 
