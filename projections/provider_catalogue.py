@@ -355,11 +355,7 @@ def _scope_key(t: _Tables, provider_id: str, region: str, project_id: str) -> An
                 t.scopes.c.project_id == project_id)
 
 
-async def _ensure_scope(conn: AsyncConnection, t: _Tables, provider_id: str, region: str,
-                        project_id: str) -> None:
-    await conn.execute(insert(t.scopes).values(
-        provider_id=provider_id, region=region, project_id=project_id, limit_kinds=[],
-        failing=False).on_conflict_do_nothing())
+_SCOPE_KEY = ("provider_id", "region", "project_id")
 
 
 async def _limits_changed(conn: AsyncConnection, e: QuotaLimitsChanged, t: _Tables) -> None:
@@ -367,11 +363,14 @@ async def _limits_changed(conn: AsyncConnection, e: QuotaLimitsChanged, t: _Tabl
     if q.kind != QuotaKind.LIMIT:
         return
     kind = q.service_type.value
-    await _ensure_scope(conn, t, e.provider_id, q.region, q.project_id)
-    await conn.execute(update(t.scopes).where(
-        _scope_key(t, e.provider_id, q.region, q.project_id),
-        ~t.scopes.c.limit_kinds.any(kind)).values(
-        limit_kinds=func.array_append(t.scopes.c.limit_kinds, kind)))
+    # One statement: a new scope with this kind, or the kind added to the existing one.
+    statement = insert(t.scopes).values(provider_id=e.provider_id, region=q.region,
+                                        project_id=q.project_id, limit_kinds=[kind],
+                                        failing=False)
+    await conn.execute(statement.on_conflict_do_update(
+        index_elements=_SCOPE_KEY,
+        set_={"limit_kinds": func.array_append(t.scopes.c.limit_kinds, kind)},
+        where=~t.scopes.c.limit_kinds.any(kind)))
 
 
 async def _limits_removed(conn: AsyncConnection, e: QuotaLimitsRemoved, t: _Tables) -> None:
@@ -387,10 +386,13 @@ async def _limits_removed(conn: AsyncConnection, e: QuotaLimitsRemoved, t: _Tabl
 
 async def _scan_failed(conn: AsyncConnection, e: ScopeScanFailed, t: _Tables) -> None:
     f = e.failure
-    await _ensure_scope(conn, t, e.provider_id, f.scope.region, f.scope.project_id)
-    await conn.execute(update(t.scopes).where(
-        _scope_key(t, e.provider_id, f.scope.region, f.scope.project_id)).values(
-        failing=True, error_kind=f.error_kind, message=f.message, failing_since=e.occurred_at))
+    failing = {"failing": True, "error_kind": f.error_kind, "message": f.message,
+               "failing_since": e.occurred_at}
+    statement = insert(t.scopes).values(provider_id=e.provider_id, region=f.scope.region,
+                                        project_id=f.scope.project_id, limit_kinds=[],
+                                        **failing)
+    await conn.execute(statement.on_conflict_do_update(index_elements=_SCOPE_KEY,
+                                                       set_=failing))
 
 
 async def _scan_recovered(conn: AsyncConnection, e: ScopeScanRecovered, t: _Tables) -> None:
