@@ -176,14 +176,14 @@ def query_tables(projection: Projection, version: int,
 
 async def upsert(conn: AsyncConnection, table: Table, *rows: Mapping[str, Any]) -> None:
     """Insert ``rows`` (same keys each); where the primary key exists, replace the other
-    columns the rows name (do nothing when they name only the key)."""
+    columns the rows name."""
     if not rows:
         return
     keys = [c.name for c in table.primary_key.columns]
     statement = pg_insert(table).values(list(rows))
-    replaced = {name: statement.excluded[name] for name in rows[0] if name not in keys}
-    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=replaced)
-                       if replaced else statement.on_conflict_do_nothing())
+    await conn.execute(statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={name: statement.excluded[name] for name in rows[0] if name not in keys}))
 
 
 async def create_tables(conn: AsyncConnection, tables: Sequence[Table]) -> None:
