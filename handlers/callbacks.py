@@ -38,6 +38,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from eventstore.dead_letters import Backoff
 from eventstore.records import RecordedEvent
 
 log = logging.getLogger("orchestrator.callbacks")
@@ -94,9 +95,12 @@ class CallbackPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # HMAC-SHA256 key: ``X-Orchestrator-Signature: sha256=<hex of HMAC(body)>``.
     secret: str | None = None
 
-    def delays(self) -> list[float]:
-        return [min(self.max_backoff_s, self.backoff_s * 2 ** n)
-                for n in range(max(self.attempts, 1) - 1)]
+    def __post_init__(self) -> None:
+        self.backoff()  # a negative wait or no try at all is refused at start-up
+
+    def backoff(self) -> Backoff:
+        return Backoff(initial=self.backoff_s, factor=2.0, max=self.max_backoff_s,
+                       attempts=self.attempts)
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -178,7 +182,7 @@ class CallbackNotifier:
     async def deliver(self, document: CallbackDocument, event_id: str) -> Delivery:
         """POST with retries; never raises for the receiver's failures."""
         headers = self._headers(document, event_id)
-        delays: list[float | None] = [*self.policy.delays(), None]
+        delays: list[float | None] = [*self.policy.backoff().delays(), None]
         status: int | None = None
         error = ""
         async with httpx.AsyncClient(timeout=self.policy.timeout_s, follow_redirects=False,
