@@ -40,6 +40,7 @@ from domain.identity import system_actor
 from eventstore.records import ConcurrencyError, Metadata
 from eventstore.registry import EventRegistry
 from eventstore.store import EventStore
+from handlers.drivers import sleep_or_woken
 
 log = logging.getLogger("orchestrator.stuck")
 
@@ -138,7 +139,4 @@ class StuckSweeper:
                 await self.sweep_once()
             except Exception:  # an outage must not end the sweeps
                 log.exception("stuck-deployment sweep failed")
-            try:
-                await asyncio.wait_for(stop.wait(), self.interval_s)
-            except TimeoutError:
-                pass
+            await sleep_or_woken(stop, self.interval_s)
