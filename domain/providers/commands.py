@@ -7,8 +7,6 @@ system identity for observations.
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
 import msgspec
 
 from domain.identity import Actor
@@ -73,21 +71,3 @@ class SetProviderPriority(ProviderCommand, frozen=True, kw_only=True):
 
     priority: int
     reason: str = ""
-
-
-ProviderCommandUnion: TypeAlias = (
-    ObserveProvider
-    | RegisterProvider
-    | SetProviderStatus
-    | AddProviderAlias
-    | RemoveProviderAlias
-    | SetProviderPriority
-)
-
-OPERATOR_COMMAND_TYPES: tuple[type[ProviderCommand], ...] = (
-    RegisterProvider,
-    SetProviderStatus,
-    AddProviderAlias,
-    RemoveProviderAlias,
-    SetProviderPriority,
-)

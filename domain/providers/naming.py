@@ -1,4 +1,4 @@
-"""Canonical provider ids, stream ids and the alias directory.
+"""Canonical provider ids and stream ids.
 
 The registry names a provider by ``(name, type)``, Rally by an environment name per region
 (``recas_bari``), the ai-ranker by ``provider_name`` + ``region_name``. The orchestrator uses one
@@ -8,12 +8,9 @@ canonical id per provider, derived once from the registry key, plus aliases for 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
-import msgspec
-
-from .errors import AliasConflict, InvalidCommand
-from .values import AliasSystem, ProviderAlias, ProviderType
+from .errors import InvalidCommand
+from .values import ProviderType
 
 CATEGORY = "provider"
 """Streams ``provider-<provider id>``: registration, lifecycle, trust, topology, catalogue,
@@ -58,44 +55,3 @@ def check_provider_id(provider_id: str) -> None:
             f"Provider id {provider_id!r} must be 1-200 lower-case letters, digits, '.', '_' "
             "or '-', starting with a letter or digit"
         )
-
-
-class SiteRef(msgspec.Struct, frozen=True, kw_only=True, order=True):
-    """A provider, optionally one of its regions, as the alias directory resolves it."""
-
-    provider_id: str
-    region: str | None = None
-
-
-class AliasDirectory:
-    """Resolves other systems' names to canonical ids (built from provider states).
-
-    A provider-wide alias (``region is None``) names the provider; a region-scoped alias names
-    one site (Rally's ``recas_bari`` is RECAS-BARI's ``RegionOne``). Names compare
-    case-insensitively (the Rally table and the registry disagree on case). An ambiguous name
-    raises :class:`AliasConflict` when the directory is built, not when it is used.
-    """
-
-    def __init__(self, entries: Iterable[tuple[str, ProviderAlias]]) -> None:
-        self._by_name: dict[tuple[AliasSystem, str], SiteRef] = {}
-        for provider_id, alias in entries:
-            key = (alias.system, alias.name.casefold())
-            ref = SiteRef(provider_id=provider_id, region=alias.region)
-            existing = self._by_name.get(key)
-            if existing is not None and existing != ref:
-                raise AliasConflict(
-                    f"The {alias.system} name {alias.name!r} is used by both "
-                    f"{existing.provider_id}/{existing.region or '*'} and "
-                    f"{provider_id}/{alias.region or '*'}"
-                )
-            self._by_name[key] = ref
-
-    def resolve(self, system: AliasSystem, name: str, region: str | None = None) -> SiteRef | None:
-        """The site ``system`` calls ``name``: a region-scoped alias gives its own region, a
-        provider-wide one the ``region`` passed along (``None`` for the whole provider)."""
-        ref = self._by_name.get((system, name.casefold()))
-        if ref is None:
-            return None
-        if ref.region is not None:
-            return ref
-        return SiteRef(provider_id=ref.provider_id, region=region)

@@ -17,7 +17,7 @@ from domain.providers import (
     ScanScope,
     ServiceType,
 )
-from domain.providers.naming import AliasDirectory, SiteRef, canonical_provider_id
+from domain.providers.naming import canonical_provider_id
 from domain.providers.sources import (
     observe_feeder_messages,
     observe_tree,
@@ -25,7 +25,7 @@ from domain.providers.sources import (
     parse_provider_tree,
     snapshot_from_tree,
 )
-from domain.providers.values import AliasSystem, ProviderAlias, ProviderType
+from domain.providers.values import ProviderType
 
 from .support import CMS, INGEST, ML, feeder_message, region_of, registry_tree
 
@@ -312,7 +312,7 @@ def test_messages_of_two_providers_or_a_repeated_scope_are_refused() -> None:
         observe_feeder_messages([], actor=INGEST)
 
 
-# --- ids and aliases -------------------------------------------------------------------------
+# --- canonical ids --------------------------------------------------------------------------
 
 
 def test_canonical_ids_are_stable_slugs_of_the_registry_key() -> None:
@@ -320,30 +320,3 @@ def test_canonical_ids_are_stable_slugs_of_the_registry_key() -> None:
     assert canonical_provider_id("Cloud Veneto", ProviderType.KUBERNETES) == (
         "cloud-veneto.kubernetes"
     )
-
-
-def test_the_alias_directory_resolves_other_systems_names() -> None:
-    directory = AliasDirectory(
-        [
-            ("recas-bari.openstack", ProviderAlias(system=AliasSystem.REGISTRY, name="RECAS-BARI")),
-            (
-                "recas-bari.openstack",
-                ProviderAlias(system=AliasSystem.MONITORING, name="recas_bari", region="RegionOne"),
-            ),
-        ]
-    )
-    assert directory.resolve(AliasSystem.MONITORING, "RECAS_BARI") == SiteRef(
-        provider_id="recas-bari.openstack", region="RegionOne"
-    )
-    assert directory.resolve(AliasSystem.REGISTRY, "recas-bari", "RegionTwo") == SiteRef(
-        provider_id="recas-bari.openstack", region="RegionTwo"
-    )
-    assert directory.resolve(AliasSystem.RANKER, "RECAS-BARI") is None
-
-
-def test_an_ambiguous_alias_is_refused() -> None:
-    from domain.providers import AliasConflict
-
-    alias = ProviderAlias(system=AliasSystem.MONITORING, name="cloud_ct")
-    with pytest.raises(AliasConflict, match="cloud_ct"):
-        AliasDirectory([("a.openstack", alias), ("b.openstack", alias)])
