@@ -1,5 +1,5 @@
 """What the ranking tests share: a running system with the scheduler, catalogue seeding
-through the real command path, a fake of Rucio's data locator, a test ranker on Kafka."""
+through the real command path, a test ranker on Kafka."""
 
 from __future__ import annotations
 
@@ -106,19 +106,6 @@ async def deployment_events(commands: CommandService, deployment_id: str
 async def deployment_state(commands: CommandService, deployment_id: str) -> DeploymentState:
     state, _ = await commands.load(f"deployment-{deployment_id}", DEPLOYMENTS)
     return state  # type: ignore[no-any-return]
-
-
-class FakeRucioLocator:
-    """A fake of Rucio's replica lookup (handlers.ranking.DataLocator): which RSEs hold which
-    data identifiers is given; records what it was asked."""
-
-    def __init__(self, replicas: dict[str, set[str]]) -> None:
-        self.replicas = replicas
-        self.asked: list[list[str]] = []
-
-    async def rses_holding(self, dids: Sequence[str]) -> set[str]:
-        self.asked.append(list(dids))
-        return {rse for did in dids for rse in self.replicas.get(did, set())}
 
 
 class InMemoryCatalogue:

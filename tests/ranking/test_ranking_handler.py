@@ -35,6 +35,8 @@ from domain.providers.selection import (
 from eventstore.projection import live_version
 from eventstore.records import Metadata
 from handlers.ranking import DEPLOYMENTS, RANKING_ACTOR, RankingHandler
+from handlers.rucio_client import RucioClient
+from handlers.rucio_locator import RucioDataLocator
 from orchestrator import bootstrap, cli
 from orchestrator.settings import Settings
 from projections import airanker_dataset, site_success
@@ -42,13 +44,18 @@ from tests.consumers.support import consumer_settings
 from tests.domain.providers.support import usage_of
 from tests.ranking.support import (
     OWNER,
-    FakeRucioLocator,
     create_deployment,
     deployment_events,
     deployment_state,
     observe,
     record_usage,
     wait_for,
+)
+from tests.rucio.conftest import (  # the real Rucio peer's fixtures
+    Scenario,
+    fixture_rucio,  # noqa: F401
+    fixture_rucio_peer,  # noqa: F401
+    fixture_scenario,  # noqa: F401
 )
 
 OTHER_IAM = "https://other-iam.example.org/"
@@ -190,25 +197,28 @@ async def test_a_pinned_site_that_cannot_run_the_deployment_fails_it_with_the_re
         DeploymentStatus.CREATE_IN_PROGRESS)
 
 
-async def test_a_site_close_to_the_data_ranks_higher(fx_system: bootstrap.System) -> None:
+async def test_a_site_close_to_the_data_ranks_higher(
+        fx_system: bootstrap.System, fx_rucio: RucioClient, fx_scenario: Scenario) -> None:
     commands = fx_system.commands
     await observe(commands, "ALPHA")
     await observe(commands, "BETA")
     await catalogue_sees(fx_system, 2)
     deployment_id = str(uuid.uuid4())
+    dataset = str(fx_scenario.dataset)  # its files are AVAILABLE on the source RSE only
     await create_deployment(commands, deployment_id, data=[
-        DataRequirement(dids=("user.jdoe:run-42",), rse_expression="BETA_DISK")])
+        DataRequirement(dids=(dataset,), rse_expression=fx_scenario.target)])
     await scheduled(fx_system, deployment_id)  # the wired handler (no Rucio): no locality
     state = await deployment_state(commands, deployment_id)
     assert [c.site.provider_id for c in state.candidates or ()] == [
         "alpha.openstack", "beta.openstack"]  # equal scores: by site key
 
-    rucio = FakeRucioLocator({"user.jdoe:run-42": {"BETA_DISK"}})
+    # The real Rucio peer answers where the data is: the source RSE, beta's.
     handler = RankingHandler(
-        commands, bootstrap.SchedulingCatalogueReader(fx_system.engine), locator=rucio,
-        rse_sites=parse_rse_sites({"BETA_DISK": "beta.openstack/r1", "ALPHA_TAPE": "alpha"}))
+        commands, bootstrap.SchedulingCatalogueReader(fx_system.engine),
+        locator=RucioDataLocator(fx_rucio),
+        rse_sites=parse_rse_sites({fx_scenario.source: "beta.openstack/r1",
+                                   fx_scenario.target: "alpha"}))
     result = await handler.select(state)
-    assert rucio.asked == [["user.jdoe:run-42"]]
     assert [c.site.provider_id for c in result.candidates] == [
         "beta.openstack", "alpha.openstack"]
     assert result.candidates[0].features.data_local is True
