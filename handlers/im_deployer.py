@@ -69,14 +69,11 @@ from domain.deployments import (
     Resource,
     StaleCommand,
     StartAttempt,
-    decide,
-    evolve,
-    initial_state,
     stream_id,
 )
 from domain.deployments.values import CloudProviderEndpoint, IaasType
 from domain.identity import system_actor
-from eventstore.command_service import CommandService, Decider
+from eventstore.command_service import CommandService
 from eventstore.records import Metadata
 from handlers.drivers import Drivers, sleep_or_woken
 from handlers.im_client import (
@@ -90,14 +87,13 @@ from handlers.im_client import (
     InfrastructureState,
     VmInfo,
 )
+from handlers.ranking import DEPLOYMENTS
 from handlers.site_config import MissingUserToken, SiteCatalog, SiteConfig, SiteConfigError
 from tosca import TemplateError, strip_contextualization
 
 log = logging.getLogger("orchestrator.im_deployer")
 
 ACTOR = system_actor("im-deployer")
-DECIDER: Decider[Any, DeploymentState, Any] = Decider(
-    initial_state=initial_state, evolve=evolve, decide=decide)
 MARKER_KEYS = ("orchestrator_instance", "orchestrator_deployment", "orchestrator_attempt")
 # Events that may give the driver something to do. Its own reports are not here: the
 # driver loops by itself after each step. `deployment.data_ready` is the data-staging
@@ -253,13 +249,13 @@ class ImDeployer:
         return client
 
     async def load_state(self, deployment_id: str) -> DeploymentState:
-        state, _ = await self.commands.load(stream_id(deployment_id), DECIDER)
+        state, _ = await self.commands.load(stream_id(deployment_id), DEPLOYMENTS)
         return state
 
     async def _execute(self, command: DeploymentCommand, key: str | None = None
                        ) -> DeploymentState:
         result = await self.commands.execute(
-            stream_id(command.deployment_id), DECIDER, command,
+            stream_id(command.deployment_id), DEPLOYMENTS, command,
             Metadata(actor_issuer=ACTOR.issuer, actor_subject=ACTOR.subject),
             idempotency_key=f"im-deployer:{command.deployment_id}:{key}" if key else None,
             conflict_retries=5)

@@ -42,6 +42,7 @@ from eventstore.command_service import CommandService, Decider
 from eventstore.records import Metadata, RecordedEvent
 
 from .drivers import Drivers, sleep_or_woken
+from .ranking import DEPLOYMENTS
 from .rucio_client import (
     Did,
     ReplicationRule,
@@ -57,8 +58,6 @@ log = logging.getLogger(__name__)
 
 REPLICATION_DECIDER: Decider[Any, rep.ReplicationState, rep.ReplicationEvent] = Decider(
     rep.initial_state, rep.evolve, rep.decide)
-DEPLOYMENT_DECIDER: Decider[Any, dep.DeploymentState, dep.DeploymentEvent] = Decider(
-    dep.initial_state, dep.evolve, dep.decide)
 
 
 class RucioRules(Protocol):
@@ -368,7 +367,7 @@ class RucioReplicator:
             self.ensure_driven(replication_id)
 
     async def _cancel_for_deployment(self, event: RecordedEvent, deployment_id: str) -> None:
-        state, _ = await self.commands.load(dep.stream_id(deployment_id), DEPLOYMENT_DECIDER)
+        state, _ = await self.commands.load(dep.stream_id(deployment_id), DEPLOYMENTS)
         for index in range(len(state.data_requirements)):
             replication_id = rep.requirement_replication_id(deployment_id, index)
             try:
@@ -391,7 +390,7 @@ class RucioReplicator:
         """Data ready (every waited-for replication OK) or failed (one of them STUCK, failed
         or cancelled): tell the deployment, if it still waits."""
         deployment, _ = await self.commands.load(dep.stream_id(deployment_id),
-                                                 DEPLOYMENT_DECIDER)
+                                                 DEPLOYMENTS)
         if (not deployment.awaiting_data
                 or deployment.status != dep.DeploymentStatus.CREATE_IN_PROGRESS):
             return
@@ -428,7 +427,7 @@ class RucioReplicator:
                             causation_id=event.event_id)
         try:
             await self.commands.execute(dep.stream_id(command.deployment_id),
-                                        DEPLOYMENT_DECIDER, command, metadata,
+                                        DEPLOYMENTS, command, metadata,
                                         conflict_retries=5)
         except dep.DeploymentError as refused:
             # The deployment moved on meanwhile (deleted, reset, failed): nothing to report.
