@@ -45,7 +45,6 @@ from handlers.im_client import (
     build_authorization,
 )
 
-SITES_FILE_ENV = "ORCH_SITES_FILE"
 USER_TOKEN = "${USER_TOKEN}"
 
 
@@ -137,10 +136,6 @@ class SiteCatalog:
             if site.region is None:
                 fallback = site
         return fallback
-
-    @property
-    def im_urls(self) -> set[str | None]:
-        return {site.im_url for site in self.sites}
 
 
 class SitesFile:
