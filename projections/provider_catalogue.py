@@ -370,7 +370,7 @@ async def _limits_changed(conn: AsyncConnection, e: QuotaLimitsChanged, t: _Tabl
     await conn.execute(statement.on_conflict_do_update(
         index_elements=_SCOPE_KEY,
         set_={"limit_kinds": func.array_append(t.scopes.c.limit_kinds, kind)},
-        where=~t.scopes.c.limit_kinds.any(kind)))
+        where=~(t.scopes.c.limit_kinds.any_() == kind)))
 
 
 async def _limits_removed(conn: AsyncConnection, e: QuotaLimitsRemoved, t: _Tables) -> None:
@@ -512,7 +512,7 @@ async def site_items(conn: AsyncConnection, version: int, kind: str, *, provider
     table = t.flavors if kind == "flavors" else t.images
     query = select(table).where(
         table.c.provider_id == provider_id, table.c.region == region,
-        or_(table.c.is_shared, table.c.projects.any(project_id)))
+        or_(table.c.is_shared, table.c.projects.any_() == project_id))
     if kind == "flavors":
         query = query.order_by(table.c.gpus, table.c.vcpus, table.c.ram_mib, table.c.disk_gib,
                                table.c.name, table.c.uuid)
