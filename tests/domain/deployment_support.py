@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pytest
 
 from domain.deployments import (
     CloudProviderEndpoint,
     CreateDeployment,
     DeploymentAttemptFailed,
     DeploymentAttemptStarted,
-    DeploymentCommand,
     DeploymentCompleted,
     DeploymentDeleted,
     DeploymentDeletionFailed,
     DeploymentDeletionRequested,
-    DeploymentError,
     DeploymentEvent,
     DeploymentFailed,
     DeploymentInfrastructureCreated,
@@ -43,6 +38,7 @@ from domain.deployments import (
     template_sha256,
 )
 from domain.identity import Actor, system_actor
+from tests.given_when_then import Decider, Given
 
 DEPLOYMENT_ID = "11ef8b7c-2f4e-1b2a-9a3d-0242ac120002"
 ISSUER = "https://iam.example/"
@@ -277,50 +273,13 @@ def create_failed_history() -> list[DeploymentEvent]:
 # --- given / when / then -------------------------------------------------------------------
 
 
-class Outcome:
-    def __init__(
-        self, history: Sequence[DeploymentEvent], command: DeploymentCommand, now: datetime
-    ):
-        self.history = list(history)
-        self.command = command
-        self.now = now
-        self.state = fold(self.history)
-
-    def _decide(self) -> list[DeploymentEvent]:
-        return decide(self.command, self.state, now=self.now)
-
-    def then(self, *expected: DeploymentEvent) -> DeploymentState:
-        """Assert the command decides exactly ``expected``; return the state after them."""
-        events = self._decide()
-        assert events == list(expected)
-        for event in events:  # every decided event must survive the store's JSON round trip
-            assert decode_event(encode_event(event)) == event
-        return fold(events, self.state)
-
-    def then_nothing(self) -> DeploymentState:
-        """Assert the command is a no-op (already applied)."""
-        return self.then()
-
-    def then_state(self) -> DeploymentState:
-        """Decide without asserting the events; return the state after them."""
-        return fold(self._decide(), self.state)
-
-    def raises(self, error: type[DeploymentError], match: str | None = None) -> DeploymentError:
-        with pytest.raises(error, match=match) as caught:
-            self._decide()
-        return caught.value
+DECIDER: Decider[DeploymentState, DeploymentEvent] = Decider(
+    decide=decide, fold=fold, encode_event=encode_event, decode_event=decode_event, now=NOW
+)
 
 
-class Given:
-    def __init__(self, history: Sequence[DeploymentEvent]):
-        self.history = history
-
-    def when(self, command: DeploymentCommand, *, now: datetime = NOW) -> Outcome:
-        return Outcome(self.history, command, now)
-
-
-def given(*events: DeploymentEvent) -> Given:
-    return Given(events)
+def given(*events: DeploymentEvent) -> Given[DeploymentState, DeploymentEvent]:
+    return Given(DECIDER, fold(events))
 
 
 def _event(cls: type[DeploymentEvent], **fields: Any) -> DeploymentEvent:

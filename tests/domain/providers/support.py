@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 
 from domain.identity import Actor, system_actor
 from domain.providers import (
@@ -20,8 +19,6 @@ from domain.providers import (
     ObservedProvider,
     ObserveProvider,
     Project,
-    ProviderCommand,
-    ProviderError,
     ProviderEvent,
     ProviderState,
     ProviderStatus,
@@ -42,6 +39,7 @@ from domain.providers import (
     fold,
 )
 from domain.providers.usage import QuotaUsageState, RecordQuotaUsage, decide_usage, fold_usage
+from tests.given_when_then import Decider, Given
 
 DATA = Path(__file__).parent / "data"
 
@@ -161,51 +159,18 @@ def summaries(events: Sequence[ProviderEvent]) -> list[tuple[Any, ...]]:
 # --- given / when / then ---------------------------------------------------------------------
 
 
-class Outcome:
-    def __init__(self, state: ProviderState, command: ProviderCommand, now: datetime) -> None:
-        self.state = state
-        self.command = command
-        self.now = now
-
-    def events(self) -> list[ProviderEvent]:
-        events = decide(self.command, self.state, now=self.now)
-        for event in events:  # every decided event survives the store's JSON round trip
-            assert decode_event(encode_event(event)) == event
-        return events
-
-    def then(self, *expected: ProviderEvent) -> ProviderState:
-        events = self.events()
-        assert events == list(expected)
-        return fold(events, self.state)
-
-    def then_summaries(self, *expected: tuple[Any, ...]) -> ProviderState:
-        events = self.events()
-        assert summaries(events) == list(expected)
-        return fold(events, self.state)
-
-    def then_nothing(self) -> ProviderState:
-        return self.then()
-
-    def raises(self, error: type[ProviderError], match: str | None = None) -> ProviderError:
-        with pytest.raises(error, match=match) as caught:
-            decide(self.command, self.state, now=self.now)
-        return caught.value
+DECIDER: Decider[ProviderState, ProviderEvent] = Decider(
+    decide=decide, fold=fold, encode_event=encode_event, decode_event=decode_event, now=NOW,
+    summary=summary,
+)
 
 
-class Given:
-    def __init__(self, state: ProviderState) -> None:
-        self.state = state
-
-    def when(self, command: ProviderCommand, *, now: datetime = NOW) -> Outcome:
-        return Outcome(self.state, command, now)
+def given(*events: ProviderEvent) -> Given[ProviderState, ProviderEvent]:
+    return Given(DECIDER, fold(events))
 
 
-def given(*events: ProviderEvent) -> Given:
-    return Given(fold(events))
-
-
-def given_state(state: ProviderState) -> Given:
-    return Given(state)
+def given_state(state: ProviderState) -> Given[ProviderState, ProviderEvent]:
+    return Given(DECIDER, state)
 
 
 def observed(command: ObserveProvider, state: ProviderState | None = None) -> ProviderState:
