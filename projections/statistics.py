@@ -67,7 +67,7 @@ from domain.deployments import (
     DeploymentUpdateRequested,
     event_tag,
 )
-from eventstore.projection import live_version, query_tables
+from eventstore.projection import query_tables
 from eventstore.records import RecordedEvent
 
 NAME = "statistics"
@@ -549,10 +549,6 @@ def _activity_table(version: int, schema: str | None, f: StatisticsFilter,
     return tables[2]
 
 
-def _order(period: Any, groups: Sequence[Any]) -> list[Any]:
-    return [period, *groups]
-
-
 async def deployment_counts(conn: AsyncConnection, version: int, f: StatisticsFilter, *,
                             group_by: Sequence[str] = (), interval: Interval = "total",
                             schema: str | None = None) -> list[dict[str, Any]]:
@@ -572,7 +568,7 @@ async def deployment_counts(conn: AsyncConnection, version: int, f: StatisticsFi
                     func.sum(created.c.gpus).label("gpus"))
              .where(*terms).group_by(period, *groups)
              .having(func.sum(created.c.deployments) != 0)
-             .order_by(*_order(period, groups)))
+             .order_by(period, *groups))
     return [_ints(row, ("deployments", "vcpus", "ram_mb", "gpus"))
             for row in _rows(await conn.execute(query))]
 
@@ -700,7 +696,7 @@ async def create_outcomes(conn: AsyncConnection, version: int, f: StatisticsFilt
                     func.sum(outcomes.c.total_us).label("total_us"),
                     func.min(outcomes.c.min_us).label("min_us"),
                     func.max(outcomes.c.max_us).label("max_us"))
-             .where(*terms).group_by(period, *groups).order_by(*_order(period, groups)))
+             .where(*terms).group_by(period, *groups).order_by(period, *groups))
     out = []
     for row in _rows(await conn.execute(query)):
         succeeded, failed = int(row.pop("succeeded")), int(row.pop("failed"))
@@ -732,7 +728,3 @@ async def failure_reasons(conn: AsyncConnection, version: int, f: StatisticsFilt
              .where(*terms).group_by(period, *keys)
              .order_by(period, func.sum(failures.c.failures).desc(), *keys))
     return [_ints(row, ("failures",)) for row in _rows(await conn.execute(query))]
-
-
-async def live_statistics_version(conn: AsyncConnection) -> int | None:
-    return await live_version(conn, NAME)
