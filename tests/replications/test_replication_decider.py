@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from domain import deployments as dep
 from domain import replications as rep
 from domain.identity import Actor, system_actor
-from tests.event_secrets import secret_field_names
 from tests.msgspec_strategies import strategy_for_type
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -278,11 +277,6 @@ def test_events_round_trip_through_json(
         event_type: type[rep.ReplicationEvent], data: st.DataObject) -> None:
     event = data.draw(strategy_for_type(event_type))
     assert rep.decode_event(rep.encode_event(event)) == event
-
-
-@pytest.mark.parametrize("event_type", rep.EVENT_TYPES, ids=rep.event_tag)
-def test_no_event_has_a_field_for_a_secret(event_type: type[rep.ReplicationEvent]) -> None:
-    assert not secret_field_names(event_type)
 
 
 # ---------------------------------------------------------------- property: idempotency
