@@ -1066,8 +1066,8 @@ def _record_log(command: RecordLog, state: DeploymentState, now: datetime) -> li
 
 def validate_data_requirements(requirements: Iterable[DataRequirement]) -> None:
     """Refuse what can never be a Rucio rule (Rucio itself judges DIDs and expressions)."""
-    for number, requirement in enumerate(requirements, start=1):
-        where = f"dataRequirements[{number - 1}]"
+    for index, requirement in enumerate(requirements):
+        where = f"dataRequirements[{index}]"
         if not requirement.dids:
             raise InvalidRequest(f"{where}.dids: at least one DID (scope:name) is required")
         for did in requirement.dids:
