@@ -23,11 +23,17 @@ from api.data.ports import DATA, DataApi, ReplicationView
 from api.errors import ApiError
 from api.legacy import common
 from api.legacy.ports import LegacyApi
-from api.legacy.security import DEPENDENCIES, Caller, Legacy, PathId, authenticated
+from api.legacy.security import (
+    DEPENDENCIES,
+    Caller,
+    Legacy,
+    PathId,
+    authenticated,
+    check_access,
+)
 from api.legacy.shapes import JSON_MEDIA_TYPE, READ_ERRORS, WRITE_ERRORS, legacy_time
 from domain import replications as rep
 from eventstore.command_service import Decider
-from eventstore.records import Metadata
 
 DECIDER: Decider[Any, rep.ReplicationState, rep.ReplicationEvent] = Decider(
     rep.initial_state, rep.evolve, rep.decide)
@@ -169,12 +175,11 @@ def _error(error: rep.ReplicationError) -> ApiError:
 
 async def _execute(legacy: LegacyApi, request: Request[Any, Any, Any], principal: Principal,
                    command: rep.ReplicationCommand) -> rep.ReplicationState:
-    metadata = Metadata(actor_issuer=principal.issuer, actor_subject=principal.subject,
-                        request_id=common.request_id(request),
-                        correlation_id=request.headers.get("x-correlation-id"))
     try:
         result = await legacy.commands.execute(rep.replication_stream(command.replication_id),
-                                               DECIDER, command, metadata, conflict_retries=0)
+                                               DECIDER, command,
+                                               common.metadata_of(request, principal),
+                                               conflict_retries=0)
     except rep.ReplicationError as error:
         raise _error(error) from None
     state: rep.ReplicationState = result.state
@@ -194,12 +199,9 @@ async def _visible(legacy: LegacyApi, data_api: DataApi, principal: Principal, r
         if not state.exists:
             raise _not_found(replication_id)
         view = view_of(state)
-    owner = {"owner_issuer": view.owner_issuer, "owner_subject": view.owner_subject,
-             "group": None}
-    if not await legacy.authorizer.allowed(principal, READ, **owner):
-        raise _not_found(replication_id)
-    if action != READ and not await legacy.authorizer.allowed(principal, action, **owner):
-        raise ApiError(403, rep.NotPermitted().message)
+    await check_access(legacy, principal, action, owner_issuer=view.owner_issuer,
+                       owner_subject=view.owner_subject, group=None,
+                       hidden=_not_found(replication_id), denied=rep.NotPermitted().message)
     return view
 
 

@@ -268,16 +268,22 @@ def request_id(request: Request[Any, Any, Any]) -> str:
     return given[:200] if given else str(uuid.uuid4())
 
 
+def metadata_of(request: Request[Any, Any, Any], principal: Principal,
+                reason: str | None = None) -> Metadata:
+    """The event metadata of a command an API call causes: who, which request, why."""
+    return Metadata(actor_issuer=principal.issuer, actor_subject=principal.subject,
+                    request_id=request_id(request),
+                    correlation_id=request.headers.get("x-correlation-id"), reason=reason)
+
+
 async def execute(legacy: LegacyApi, request: Request[Any, Any, Any], principal: Principal,
                   command: DeploymentCommand, *, reason: str | None = None,
                   idempotency_key: str | None = None) -> DeploymentState:
     """Decide and append. No automatic retry on a concurrent change: of two commands racing
     on one deployment exactly one wins, the other is a 409 (legacy optimistic locking)."""
-    metadata = Metadata(actor_issuer=principal.issuer, actor_subject=principal.subject,
-                        request_id=request_id(request),
-                        correlation_id=request.headers.get("x-correlation-id"), reason=reason)
     result = await legacy.commands.execute(stream_id(command.deployment_id), DECIDER, command,
-                                           metadata, idempotency_key=idempotency_key,
+                                           metadata_of(request, principal, reason),
+                                           idempotency_key=idempotency_key,
                                            conflict_retries=0)
     return result.state
 

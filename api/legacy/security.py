@@ -85,26 +85,34 @@ def not_found(deployment_id: str) -> ApiError:
     return ApiError(404, DeploymentNotFound(deployment_id).message)
 
 
-async def readable_deployment(legacy: LegacyApi, principal: Principal,
-                              deployment_id: str) -> DeploymentView:
-    """The deployment if ``principal`` may see it; 404 when unknown or not visible."""
-    view = await legacy.deployments.get(deployment_id)
-    if view is None or not await legacy.authorizer.allowed(
-            principal, READ, owner_issuer=view.owner_issuer, owner_subject=view.owner_subject,
-            group=view.user_group):
-        raise not_found(deployment_id)
-    return view
+async def check_access(legacy: LegacyApi, principal: Principal, action: str, *,
+                       owner_issuer: str | None, owner_subject: str | None, group: str | None,
+                       hidden: ApiError, denied: str) -> None:
+    """Raise ``hidden`` (a 404: ids do not leak) unless ``principal`` may read the owner's
+    resource, a 403 with ``denied`` unless it may also do ``action``."""
+    owner = {"owner_issuer": owner_issuer, "owner_subject": owner_subject, "group": group}
+    if not await legacy.authorizer.allowed(principal, READ, **owner):
+        raise hidden
+    if action != READ and not await legacy.authorizer.allowed(principal, action, **owner):
+        raise ApiError(403, denied)
 
 
 async def actionable_deployment(legacy: LegacyApi, principal: Principal, deployment_id: str,
-                                action: str) -> DeploymentView:
+                                action: str = READ) -> DeploymentView:
     """The deployment if ``principal`` may do ``action`` on it: 404 if not visible, else 403."""
-    view = await readable_deployment(legacy, principal, deployment_id)
-    if not await legacy.authorizer.allowed(
-            principal, action, owner_issuer=view.owner_issuer, owner_subject=view.owner_subject,
-            group=view.user_group):
-        raise ApiError(403, NotPermitted().message)
+    view = await legacy.deployments.get(deployment_id)
+    if view is None:
+        raise not_found(deployment_id)
+    await check_access(legacy, principal, action, owner_issuer=view.owner_issuer,
+                       owner_subject=view.owner_subject, group=view.user_group,
+                       hidden=not_found(deployment_id), denied=NotPermitted().message)
     return view
+
+
+async def readable_deployment(legacy: LegacyApi, principal: Principal,
+                              deployment_id: str) -> DeploymentView:
+    """The deployment if ``principal`` may see it; 404 when unknown or not visible."""
+    return await actionable_deployment(legacy, principal, deployment_id, READ)
 
 
 def is_owner(principal: Principal, view: DeploymentView) -> bool:
