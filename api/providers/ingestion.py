@@ -40,7 +40,6 @@ from domain.providers.usage import (
     decide_usage,
     fold_usage,
 )
-from eventstore.command_service import Decider
 from eventstore.records import ConcurrencyError, Metadata
 from eventstore.registry import EventRegistry
 from eventstore.store import EventStore
@@ -56,12 +55,6 @@ class Aggregate(Generic[S, E]):
     initial_state: Callable[[], S]
     fold: Callable[[Sequence[E], S], S]
     decide: Callable[..., Sequence[E]]
-
-    def decider(self) -> Decider[Any, S, E]:
-        """The same aggregate for ``eventstore.command_service.CommandService``."""
-        return Decider(initial_state=self.initial_state,
-                       evolve=lambda state, event: self.fold((event,), state),
-                       decide=self.decide)
 
 
 PROVIDER: Aggregate[ProviderState, ProviderEvent] = Aggregate(
@@ -132,10 +125,6 @@ class ProviderIngestion:
         events, state = await self.execute(stream_id(command.provider_id), PROVIDER,
                                            command, metadata)
         return IngestionResult(command.provider_id, events, [], state)
-
-    async def state(self, provider_id: str) -> ProviderState:
-        state, _ = await self._load(stream_id(provider_id), PROVIDER)
-        return state
 
     async def execute(self, stream: str, aggregate: Aggregate[S, E], command: Any,
                       metadata: Metadata, *, conflict_retries: int = 3) -> tuple[list[E], S]:
