@@ -20,6 +20,7 @@ from api.admin.ports import AuditLog, AuditLogDependency
 from api.auth import Principal
 from api.errors import ApiError
 from api.legacy.common import parse_time, strict_int, view_of
+from api.legacy.ports import LegacyApi
 from api.legacy.security import (
     DEPENDENCIES,
     AnyRequest,
@@ -159,7 +160,7 @@ def entry(recorded: RecordedEvent, decoded: Any) -> HistoryEntry:
         requestId=metadata.request_id, eventId=recorded.event_id)
 
 
-async def _audit_stream(legacy: Any, audit_log: AuditLog, principal: Principal,
+async def _audit_stream(legacy: LegacyApi, audit_log: AuditLog, principal: Principal,
                         deployment_id: str) -> list[tuple[RecordedEvent, Any]]:
     """The stream if the caller may audit it; 404 (the legacy not-found) otherwise."""
     events = await audit_log.stream(deployment_id)
