@@ -394,12 +394,7 @@ class ImDeployer:
 
     def _provider_deadline(self, state: DeploymentState, attempt: DeploymentAttempt,
                            config: SiteConfig | None) -> tuple[datetime, float]:
-        limits = [self.settings.default_provider_timeout_s]
-        if state.provider_timeout_mins is not None:
-            limits.append(state.provider_timeout_mins * 60.0)
-        if config is not None and config.provider_timeout_seconds is not None:
-            limits.append(config.provider_timeout_seconds)
-        seconds = min(limits)
+        seconds = self._provider_timeout(state, config)
         deadline = attempt.started_at + timedelta(seconds=seconds)
         if state.timeout_mins is not None:
             first = state.current_operation_attempts[0].started_at
@@ -694,7 +689,7 @@ class ImDeployer:
             # is harmless (counts and removal lists are explicit).
             await client.update(auth, infrastructure_id, template)
             await self.checkpoint("update_sent")
-            deadline = datetime.now(UTC) + timedelta(seconds=self._update_timeout(state, config))
+            deadline = datetime.now(UTC) + timedelta(seconds=self._provider_timeout(state, config))
             final = await self._poll_until_final(state, client, auth, infrastructure_id,
                                                  deadline, wake, None)
         except _Woken:
@@ -720,11 +715,13 @@ class ImDeployer:
         log.info("deployment %s: UPDATE_COMPLETE", state.deployment_id)
         return True
 
-    def _update_timeout(self, state: DeploymentState, config: SiteConfig) -> float:
+    def _provider_timeout(self, state: DeploymentState, config: SiteConfig | None) -> float:
+        """Seconds an IM operation may take: the smallest of the default, the deployment's
+        providerTimeoutMins and the site's own limit."""
         limits = [self.settings.default_provider_timeout_s]
         if state.provider_timeout_mins is not None:
             limits.append(state.provider_timeout_mins * 60.0)
-        if config.provider_timeout_seconds is not None:
+        if config is not None and config.provider_timeout_seconds is not None:
             limits.append(config.provider_timeout_seconds)
         return min(limits)
 
@@ -809,7 +806,7 @@ class ImDeployer:
                 else:
                     await client.start_vm(auth, attempt.infrastructure_id, resource.im_vm_id)
             delay = self.settings.poll_initial_s
-            deadline = time.monotonic() + self._update_timeout(state, config)
+            deadline = time.monotonic() + self._provider_timeout(state, config)
             while current not in targets and time.monotonic() < deadline:
                 await asyncio.sleep(_jittered(delay, self.settings.poll_jitter))
                 delay = min(delay * self.settings.poll_factor, self.settings.poll_max_s)
