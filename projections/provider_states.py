@@ -86,26 +86,35 @@ class ProviderStatesProjection:
         for event, decoded in items:
             is_usage = event.type in USAGE_TAGS
             by_stream.setdefault((is_usage, decoded.provider_id), []).append((event, decoded))
-        # Sorted keys: concurrent batches lock rows in the same order (no deadlocks).
-        for (is_usage, provider_id), events in sorted(by_stream.items()):
-            table = usage if is_usage else providers
-            row = (await conn.execute(
-                select(table.c.stream_version, table.c.state)
-                .where(table.c.provider_id == provider_id).with_for_update())).first()
-            stream_version = row.stream_version if row is not None else 0
-            fresh = [d for e, d in events if e.version > stream_version]
-            if not fresh:
+        # One locking read and one upsert per table. Sorted ids: concurrent batches lock
+        # rows in the same order (no deadlocks).
+        for is_usage, table in ((False, providers), (True, usage)):
+            ids = sorted(provider_id for usage_key, provider_id in by_stream
+                         if usage_key == is_usage)
+            if not ids:
                 continue
-            state: ProviderState | QuotaUsageState
-            if is_usage:
-                state = fold_usage(fresh, decode_usage_state(row.state) if row else None)
-            else:
-                state = fold(fresh, decode_provider_state(row.state) if row
-                             else initial_state(provider_id))
-            await upsert(conn, table, {
-                "provider_id": provider_id,
-                "stream_version": max(e.version for e, _ in events),
-                "state": encode_state(state)})
+            stored = {row.provider_id: row for row in await conn.execute(
+                select(table.c.provider_id, table.c.stream_version, table.c.state)
+                .where(table.c.provider_id.in_(ids)).order_by(table.c.provider_id)
+                .with_for_update())}
+            changed: list[dict[str, Any]] = []
+            for provider_id in ids:
+                events = by_stream[(is_usage, provider_id)]
+                row = stored.get(provider_id)
+                stream_version = row.stream_version if row is not None else 0
+                fresh = [d for e, d in events if e.version > stream_version]
+                if not fresh:
+                    continue
+                state: ProviderState | QuotaUsageState
+                if is_usage:
+                    state = fold_usage(fresh, decode_usage_state(row.state) if row else None)
+                else:
+                    state = fold(fresh, decode_provider_state(row.state) if row
+                                 else initial_state(provider_id))
+                changed.append({"provider_id": provider_id,
+                                "stream_version": max(e.version for e, _ in events),
+                                "state": encode_state(state)})
+            await upsert(conn, table, *changed)
 
 
 projection = ProviderStatesProjection()

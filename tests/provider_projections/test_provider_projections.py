@@ -3,7 +3,9 @@
 Random catalogues (the domain's strategies) are observed twice, the second time with random
 failed scopes; the events, encoded and decoded by the event registry as the runners do, are
 applied to the ``provider_catalogue`` and ``provider_capacity`` tables in Postgres; every table
-must then equal the folded ``ProviderState`` (and the folded quota usage).
+must then equal the folded ``ProviderState`` (and the folded quota usage). The
+``provider_states`` projection, fed in two batches the second of which redelivers the first,
+must hold those same folded states.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from eventstore.projection import create_tables, versioned_tables
 from eventstore.records import Metadata, RecordedEvent
 from orchestrator.bootstrap import event_registry
 from orchestrator.settings import sqlalchemy_url
-from projections import provider_capacity, provider_catalogue
+from projections import provider_capacity, provider_catalogue, provider_states
 from tests.domain.providers.strategies import catalogues
 from tests.domain.providers.support import INGEST, NOW
 
@@ -119,6 +121,22 @@ async def check(database_url: str, first: ObservedProvider, second: ObservedProv
             for event in recorded(usage_events, f"quotausage-{PROVIDER}", 1):
                 await provider_capacity.projection.apply(
                     conn, event, REGISTRY.decode_recorded(event), capacity_tables)
+
+        states_tables = versioned_tables(provider_states.projection, build)
+        items = [(event, REGISTRY.decode_recorded(event)) for event in
+                 [*recorded(provider_events, f"provider-{PROVIDER}", 1),
+                  *recorded(usage_events, f"quotausage-{PROVIDER}", 1)]]
+        async with engine.begin() as conn:
+            await create_tables(conn, states_tables)
+            await provider_states.projection.apply_batch(conn, items[:len(items) // 2],
+                                                         states_tables)
+        async with engine.begin() as conn:  # a redelivery of the first half, then the rest
+            await provider_states.projection.apply_batch(conn, items, states_tables)
+        async with engine.connect() as conn:
+            found = await provider_states.provider_states(conn, build, [PROVIDER])
+            found_usage = await provider_states.usage_states(conn, build, [PROVIDER])
+        assert found == {PROVIDER: (len(provider_events), state)}
+        assert found_usage == ({PROVIDER: (len(usage_events), usage)} if usage_events else {})
 
         providers, regions, projects, slas, flavors, images, scopes_table = catalogue_tables
         limits, usage_table = capacity_tables
