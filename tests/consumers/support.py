@@ -171,24 +171,6 @@ async def append(store: EventStore, stream: str, *events: NewEvent) -> None:
     await store.append(stream, None, list(events), WRITER)
 
 
-async def all_events(store: EventStore, within: float = 60) -> list[RecordedEvent]:
-    """Every committed event in log order (waiting for them to be final, see publish)."""
-    total = await store.count_after(LogPosition.start())
-    deadline = time.monotonic() + within
-    events: list[RecordedEvent] = []
-    after = LogPosition.start()
-    while len(events) < total:
-        batch = await store.read_all(after, limit=5000)
-        if not batch:
-            if time.monotonic() > deadline:
-                raise TimeoutError("committed events never got final")
-            await asyncio.sleep(0.02)
-            continue
-        events.extend(batch)
-        after = batch[-1].log_position
-    return events
-
-
 async def rows(engine: AsyncEngine, table: Table) -> list[tuple[Any, ...]]:
     async with engine.connect() as conn:
         result = await conn.execute(select(table).order_by(*table.primary_key.columns))

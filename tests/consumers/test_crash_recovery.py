@@ -18,13 +18,13 @@ from eventstore.store import EventStore
 from orchestrator.settings import ROOT
 from tests.consumers.support import (
     LogPublisher,
-    all_events,
     counter_totals,
     create_topics,
     expected_totals,
     rows,
     write_counters,
 )
+from tests.event_log import all_events
 from tests.eventstore.sample_events import registry
 
 CONSUMER = "projection.counter_totals.v1"

@@ -23,12 +23,12 @@ from eventstore.store import EventStore
 from tests.consumers.support import (
     LogPublisher,
     Running,
-    all_events,
     append,
     consumer_settings,
     create_topics,
     unique,
 )
+from tests.event_log import all_events
 from tests.eventstore.sample_events import CounterIncremented, incremented, opened, registry
 
 FAST = Backoff(initial=0.01, factor=2, max=0.02, attempts=3)

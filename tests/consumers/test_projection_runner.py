@@ -16,7 +16,6 @@ from eventstore.store import EventStore
 from tests.consumers.support import (
     LogPublisher,
     Running,
-    all_events,
     append,
     consumer_settings,
     counter_totals,
@@ -26,6 +25,7 @@ from tests.consumers.support import (
     rows,
     write_counters,
 )
+from tests.event_log import all_events
 from tests.eventstore.sample_events import incremented, registry
 
 PARTITIONS = 3

@@ -56,12 +56,13 @@ from domain.deployments import (
 from domain.identity import Actor, system_actor
 from eventstore.command_service import CommandService, Decider
 from eventstore.projection import apply_events, create_tables, versioned_tables
-from eventstore.records import LogPosition, Metadata, RecordedEvent
+from eventstore.records import Metadata, RecordedEvent
 from eventstore.store import EventStore
 from orchestrator.bootstrap import event_registry
 from orchestrator.settings import sqlalchemy_url
 from projections import deployments as deployments_view
 from projections import resources as resources_view
+from tests.event_log import all_events
 
 OWNERS = [Actor(issuer="https://iam.example/", subject=f"user-{n}") for n in range(3)]
 ADMIN = Actor(issuer="https://iam.example/", subject="admin")
@@ -211,15 +212,6 @@ async def write_histories(store: EventStore, *, seed: int, deployments: int,
                 continue
             state = result.state
     return owners
-
-
-async def all_events(store: EventStore) -> list[RecordedEvent]:
-    events: list[RecordedEvent] = []
-    after = LogPosition.start()
-    while batch := await store.read_all(after, limit=5000):
-        events.extend(batch)
-        after = batch[-1].log_position
-    return events
 
 
 async def project(engine: AsyncEngine, events: list[RecordedEvent], *, twice: bool = False

@@ -13,9 +13,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from eventstore import kafka_format
-from eventstore.records import LogPosition, Metadata, RecordedEvent
+from eventstore.records import Metadata, RecordedEvent
 from eventstore.relay import KafkaRelay, partition_for, relay_lag
 from eventstore.store import EventStore
+from tests.event_log import all_events
 from tests.eventstore.sample_events import incremented, opened
 from tests.kafka_broker import PrivateKafka
 
@@ -60,15 +61,6 @@ def assert_published_exactly_once_in_order(log: list[RecordedEvent],
         assert versions == list(range(1, len(versions) + 1)), stream
 
 
-async def whole_log(store: EventStore) -> list[RecordedEvent]:
-    events: list[RecordedEvent] = []
-    after = LogPosition.start()
-    while batch := await store.read_all(after, limit=10000):
-        events.extend(batch)
-        after = batch[-1].log_position
-    return events
-
-
 async def wait_for(condition, within: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     deadline = asyncio.get_running_loop().time() + within
     while not await condition():
@@ -110,7 +102,7 @@ async def test_publishes_each_category_to_its_topic_keyed_by_stream(
     fx_stop.set()
     await running
 
-    log = await whole_log(fx_store)
+    log = await all_events(fx_store)
     counters = await read_topic(fx_kafka_bootstrap, f"{fx_topic_prefix}.counters")
     deployments = await read_topic(fx_kafka_bootstrap, f"{fx_topic_prefix}.deployments")
     assert_published_exactly_once_in_order([e for e in log if e.category == "counter"], counters)
@@ -143,7 +135,7 @@ async def test_survives_a_broker_restart_without_loss_reorder_or_duplicate(
 
     assert unpublished_while_down > 0  # the outage really hit the middle of the stream
     published = await read_topic(fx_private_kafka.bootstrap, f"{fx_topic_prefix}.counters")
-    assert_published_exactly_once_in_order(await whole_log(fx_store), published)
+    assert_published_exactly_once_in_order(await all_events(fx_store), published)
 
 
 async def test_only_one_relay_is_active_and_a_second_takes_over(
@@ -175,7 +167,7 @@ async def test_only_one_relay_is_active_and_a_second_takes_over(
         await asyncio.gather(first_run, second_run)
 
     published = await read_topic(fx_kafka_bootstrap, f"{fx_topic_prefix}.counters")
-    assert_published_exactly_once_in_order(await whole_log(fx_store), published)
+    assert_published_exactly_once_in_order(await all_events(fx_store), published)
 
 
 async def _zero(awaitable) -> bool:  # type: ignore[no-untyped-def]
