@@ -40,6 +40,14 @@ async def test_a_group_sees_its_sites_and_only_what_its_project_sees(
     ml_member, cms_member = providers.user(ml_group), providers.user(f"/{cms_group}")
     stranger = providers.user("somebody-else")
 
+    # Usage samples travel on their own topic (quotausage): wait until both regions' samples
+    # are applied before reading headroom, which subtracts them from the limits.
+    for region in ("RegionOne", "RegionTwo"):
+        await providers.get_when(
+            f"/v1/groups/{ml_group}/sites/{provider_id}:{region}/capacity", ml_member,
+            lambda b: any(s["serviceType"] == "compute" and s.get("usageSampledAt")
+                          for s in b["services"]),
+            f"the usage sample of {region}")
     sites = await providers.get_when(
         f"/v1/groups/{ml_group}/sites", ml_member,
         lambda b: len(b["sites"]) == 2 and all(s["headroom"]["cores"] is not None
