@@ -38,7 +38,6 @@ from api.providers.reads import (
 from api.providers.security import DEPENDENCIES, Caller, Providers, authenticated
 from domain.providers import (
     AddProviderAlias,
-    AliasConflict,
     AlreadyRegistered,
     ObserveProvider,
     ProviderAlias,
@@ -72,7 +71,7 @@ def error_status(error: ProviderError) -> int:
     """HTTP status of a provider domain refusal (mapping suggested by domain/providers/errors)."""
     if isinstance(error, ProviderNotFound):
         return 404
-    if isinstance(error, AlreadyRegistered | AliasConflict):
+    if isinstance(error, AlreadyRegistered):
         return 409
     return 400
 

@@ -25,7 +25,6 @@ from .commands import (
 )
 from .decider import decide, derive_availability, evolve, fold, initial_state, validate_snapshot
 from .errors import (
-    AliasConflict,
     AlreadyRegistered,
     InvalidCommand,
     InvalidObservation,
@@ -128,7 +127,6 @@ __all__ = [
     "SCHEMA_VERSIONS",
     "USAGE_CATEGORY",
     "AddProviderAlias",
-    "AliasConflict",
     "AliasSystem",
     "AlreadyRegistered",
     "Availability",

@@ -48,9 +48,5 @@ class AlreadyRegistered(ProviderError):
         self.provider_id = provider_id
 
 
-class AliasConflict(ProviderError):
-    """An alias is already used by another provider (409)."""
-
-
 class InvalidRankerAnswer(ProviderError):
     """A ``ranked_providers`` message is malformed or answers another request."""
