@@ -27,6 +27,8 @@ def _user(url: str) -> str:
 
 
 class TestDatabases:
+    __test__ = False  # a helper, not a test class (its name starts with "Test")
+
     def __init__(self) -> None:
         app_url = env("ORCH_DATABASE_URL")
         admin_url = env("ORCH_ADMIN_DATABASE_URL")
@@ -57,6 +59,13 @@ class TestDatabases:
         name = f"{self.prefix}_{uuid.uuid4().hex[:8]}"
         owner = _user(self.app_url)
         await self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}" OWNER "{owner}"')
+        self.created.append(name)
+        return with_database(self.app_url, name)
+
+    async def unmigrated(self) -> str:
+        """A new empty database (tests that migrate it step by step)."""
+        name = f"{self.prefix}_{uuid.uuid4().hex[:8]}"
+        await self._admin(f'CREATE DATABASE "{name}" OWNER "{_user(self.app_url)}"')
         self.created.append(name)
         return with_database(self.app_url, name)
 

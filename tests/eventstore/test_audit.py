@@ -100,3 +100,30 @@ async def test_export_of_a_slice_verifies_from_its_first_events(fx_store: EventS
     await fill(fx_store)
     lines = await exported(fx_store)
     assert verify_export(lines[7:]) is None
+
+
+async def test_an_edited_parent_hash_is_found(fx_store: EventStore,
+                                              fx_superuser: asyncpg.Connection) -> None:
+    """The stored parent hash is sealed into the row's own hash and checked as a link."""
+    streams = await fill(fx_store)
+    target = (await fx_store.read_stream(streams[3]))[1]
+    await fx_superuser.execute(
+        "UPDATE events SET prev_hash = sha256(prev_hash) WHERE event_id = $1::uuid",
+        target.event_id)
+
+    report = await verify_log(fx_store)
+    assert report.first_broken is not None
+    assert (report.first_broken.stream_id, report.first_broken.version,
+            report.first_broken.problem, report.broken_links) == (
+        streams[3], 2, "hash mismatch", 1)
+
+
+async def test_each_event_stores_the_hash_it_was_chained_from(
+        fx_store: EventStore, fx_superuser: asyncpg.Connection) -> None:
+    streams = await fill(fx_store)
+    rows = await fx_superuser.fetch(
+        "SELECT version, hash, prev_hash FROM events WHERE stream_id = $1 ORDER BY version",
+        streams[0])
+    assert [r["version"] for r in rows] == [1, 2, 3, 4]
+    assert [bytes(r["prev_hash"]) for r in rows] == [bytes(32)] + [
+        bytes(r["hash"]) for r in rows[:-1]]
