@@ -223,13 +223,17 @@ def _random_query(rng: random.Random) -> StatisticsQuery:
                            interval=interval, **filters)  # type: ignore[arg-type]
 
 
+PARTS = ("statistics", "history", "verify")
+
+
 async def run_audit(url: str, *, deployments: int = 100_000, queries: int = 300,
-                    reuse: bool = False) -> list[dict[str, object]]:
-    """``reuse``: keep the log a previous run filled (its scale wins over ``deployments``)."""
+                    reuse: bool = False, parts: tuple[str, ...] = PARTS
+                    ) -> list[dict[str, object]]:
+    """``reuse``: keep the log a previous run filled (its scale wins over ``deployments``);
+    ``parts``: which of the three groups of figures to measure."""
     pool = await create_pool(url, min_size=4, max_size=12)
     store = EventStore(pool)
     engine = create_async_engine(sqlalchemy_url(url), pool_size=8)
-    registry = event_registry()
     async with pool.acquire() as conn:
         existing = await conn.fetch(
             "SELECT substr(stream_id, 12) AS id FROM events WHERE type = 'deployment.requested'")
@@ -246,26 +250,52 @@ async def run_audit(url: str, *, deployments: int = 100_000, queries: int = 300,
         fill_seconds = time.perf_counter() - began
     async with pool.acquire() as conn:
         await conn.execute("VACUUM ANALYZE events")
+    scale: dict[str, object] = {"deployments": len(ids), "events": events}
+    if fill_seconds == fill_seconds:  # not NaN: this run filled the log
+        scale["fill_events_per_s"] = round(events / fill_seconds)
+    results: list[dict[str, object]] = []
+    rng = random.Random(11)
+    try:
+        if "statistics" in parts:
+            results += await _statistics(store, engine, rng, queries, scale)
+        if "history" in parts:
+            results += await _history(store, engine, rng, ids, queries, scale)
+        if "verify" in parts:
+            t0 = time.perf_counter()
+            report = await verify_log(store)
+            verify_seconds = time.perf_counter() - t0
+            assert report.intact and report.events == events
+            results.append({"name": "hash_verify_eps", "value": round(events / verify_seconds),
+                            "unit": "events/s", "target": ">= 200000", **scale})
+    finally:
+        await engine.dispose()
+        await pool.close()
+    return results
 
-    # statistics rebuild from the log into fresh tables (what `orchestrator rebuild
-    # statistics` replays before its Kafka catch-up)
-    tables = versioned_tables(statistics.projection, 1)
+
+async def _statistics(store: EventStore, engine: Any, rng: random.Random, queries: int,
+                      scale: dict[str, object]) -> list[dict[str, object]]:
+    """Rebuild the statistics from the log into fresh tables (what `orchestrator rebuild
+    statistics` replays before its Kafka catch-up), then random dashboard queries."""
+    registry = event_registry()
+    tables = versioned_tables(statistics.projection, statistics.VERSION)
     async with engine.begin() as conn:
         await drop_tables(conn, tables)
         await create_tables(conn, tables)
-    result = await replay(statistics.projection, store=store, engine=engine, version=1,
-                          tables=tables, registry=registry, categories=["deployment"],
-                          batch_size=5000, record_position=False)
+    print("rebuilding the statistics ...", flush=True)
+    result = await replay(statistics.projection, store=store, engine=engine,
+                          version=statistics.VERSION, tables=tables, registry=registry,
+                          categories=["deployment"], batch_size=5000, record_position=False)
     rebuild_eps = result.events / result.seconds
     async with engine.begin() as conn:
         await conn.exec_driver_sql(
             "INSERT INTO projection_versions (projection, version, state, code_version) "
-            "VALUES ('statistics', 1, 'live', 1) ON CONFLICT DO NOTHING")
-    async with pool.acquire() as conn:
+            f"VALUES ('statistics', {statistics.VERSION}, 'live', {statistics.VERSION}) "
+            "ON CONFLICT DO NOTHING")
+    async with store.pool.acquire() as conn:
         for table in tables:
-            await conn.execute(f"ANALYZE {table.name}")
+            await conn.execute(f"VACUUM ANALYZE {table.name}")
 
-    rng = random.Random(11)
     reader = StatisticsReader(engine, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
     samples: list[float] = []
     per_view: dict[str, list[float]] = {}
@@ -276,7 +306,20 @@ async def run_audit(url: str, *, deployments: int = 100_000, queries: int = 300,
         elapsed = time.perf_counter() - t0
         samples.append(elapsed)
         per_view.setdefault(query.view, []).append(elapsed)
+    return [
+        {"name": "stats_query_p99_ms", "value": _p99(samples), "unit": "ms",
+         "target": "<= 50", **scale,
+         "p99_by_view_ms": {view: _p99(values) for view, values in sorted(per_view.items())},
+         "median_ms": round(sorted(samples)[len(samples) // 2] * 1000, 2)},
+        {"name": "stats_rebuild_eps", "value": round(rebuild_eps), "unit": "events/s",
+         "target": ">= 50000", **scale},
+    ]
 
+
+async def _history(store: EventStore, engine: Any, rng: random.Random, ids: list[str],
+                   queries: int, scale: dict[str, object]) -> list[dict[str, object]]:
+    """A deployment's history, and its state as of the middle of its history."""
+    registry = event_registry()
     audit = AuditLog(store, engine, registry, lambda name: (statistics.projection,
                                                             ["deployment"]))
     history: list[float] = []
@@ -293,29 +336,11 @@ async def run_audit(url: str, *, deployments: int = 100_000, queries: int = 300,
         state = fold([d for _, d in stream if d.occurred_at <= cut])
         assert state.exists
         as_of.append(time.perf_counter() - t0)
-
-    t0 = time.perf_counter()
-    report = await verify_log(store)
-    verify_seconds = time.perf_counter() - t0
-    assert report.intact and report.events == events
-    await engine.dispose()
-    await pool.close()
-    scale: dict[str, object] = {"deployments": len(ids), "events": events}
-    if fill_seconds == fill_seconds:  # not NaN: this run filled the log
-        scale["fill_events_per_s"] = round(events / fill_seconds)
     return [
-        {"name": "stats_query_p99_ms", "value": _p99(samples), "unit": "ms",
-         "target": "<= 50", **scale,
-         "p99_by_view_ms": {view: _p99(values) for view, values in sorted(per_view.items())},
-         "median_ms": round(sorted(samples)[len(samples) // 2] * 1000, 2)},
         {"name": "history_p99_ms", "value": _p99(history), "unit": "ms", "target": "<= 20",
          **scale},
         {"name": "as_of_p99_ms", "value": _p99(as_of), "unit": "ms", "target": "<= 20",
          **scale},
-        {"name": "stats_rebuild_eps", "value": round(rebuild_eps), "unit": "events/s",
-         "target": ">= 50000", **scale},
-        {"name": "hash_verify_eps", "value": round(events / verify_seconds),
-         "unit": "events/s", "target": ">= 200000", **scale},
     ]
 
 
@@ -328,9 +353,26 @@ if __name__ == "__main__":
     parser.add_argument("--deployments", type=int, default=100_000)
     parser.add_argument("--reuse", action="store_true",
                         help="keep the log of the previous run (skip the slow fill)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="comma-separated subset of " + ", ".join(PARTS))
+    parser.add_argument("--fill-only", action="store_true",
+                        help="fill the log and stop (measure later with --reuse, quietly)")
     args = parser.parse_args()
 
+    async def fill_only() -> None:
+        url = await common.scratch_database("orch_bench_audit")
+        pool = await create_pool(url, min_size=2, max_size=8)
+        began = time.perf_counter()
+        _, events = await fill(EventStore(pool), args.deployments)
+        async with pool.acquire() as conn:
+            await conn.execute("VACUUM ANALYZE events")
+        await pool.close()
+        print(f"filled {events:,} events in {time.perf_counter() - began:,.0f} s")
+
     async def main() -> None:
+        if args.fill_only:
+            await fill_only()
+            return
         if args.reuse:
             from orchestrator.settings import env
             from tests.databases import with_database
@@ -338,7 +380,12 @@ if __name__ == "__main__":
             url = with_database(env("ORCH_DATABASE_URL"), "orch_bench_audit")
         else:
             url = await common.scratch_database("orch_bench_audit")
-        results = await run_audit(url, deployments=args.deployments, reuse=args.reuse)
+        parts = tuple(p for p in args.parts.split(",") if p)
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            raise SystemExit(f"unknown --parts: {', '.join(sorted(unknown))}")
+        results = await run_audit(url, deployments=args.deployments, reuse=args.reuse,
+                                  parts=parts)
         print(f"machine: {common.machine()}")
         common.print_table(results)
         common.save(results)
