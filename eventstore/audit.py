@@ -18,6 +18,7 @@ elsewhere (see docs); this verifier reports what the log shows.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
@@ -29,12 +30,14 @@ from eventstore.store import BELOW_HORIZON, EventStore
 
 GENESIS = bytes(32)
 
-# Rows whose own hash is not what their parent hash and content give.
-_BROKEN_SEALS = """
-SELECT position FROM events
-WHERE sha256(prev_hash || convert_to(event_canonical_text(stream_id, version, event_id, type,
-             schema_version, recorded_at, data, metadata), 'UTF8')) <> hash
-"""
+# Rows whose own hash is not what their parent hash and content give. Counted first:
+# an aggregate lets Postgres hash in parallel workers (a plain row list would be
+# planned serially, as if most rows could come back); the list is read only when the
+# count says the log is broken.
+_SEALED = """sha256(prev_hash || convert_to(event_canonical_text(stream_id, version, event_id,
+    type, schema_version, recorded_at, data, metadata), 'UTF8')) = hash"""
+_BROKEN_SEAL_COUNT = f"SELECT count(*) FROM events WHERE NOT {_SEALED}"
+_BROKEN_SEALS = f"SELECT position FROM events WHERE NOT {_SEALED}"
 
 # One pass in stream order over the index columns: the totals, and the rows that do
 # not follow the previous event of their stream (normally none).
@@ -83,26 +86,34 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def verify_log(store: EventStore) -> VerifyReport:
-    async with store.pool.acquire() as conn:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+    """Both checks at once, on two connections reading one snapshot: the seal check keeps
+    Postgres' parallel workers busy, the link check one more backend."""
+    async with store.pool.acquire() as seals, store.pool.acquire() as links:
+        async with seals.transaction(isolation="repeatable_read", readonly=True), \
+                links.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await seals.fetchval("SELECT pg_export_snapshot()")
+            await links.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            broken_seals, chain = await asyncio.gather(
+                seals.fetchval(_BROKEN_SEAL_COUNT), links.fetchrow(_LINKS, GENESIS))
             # A broken row is reported once, as a gap if its link says so.
-            problems: dict[int, str] = {
-                row["position"]: "hash mismatch" for row in await conn.fetch(_BROKEN_SEALS)}
-            links = await conn.fetchrow(_LINKS, GENESIS)
-            for row in await conn.fetch(_POSITIONS, links["stream_ids"], links["versions"],
-                                        links["gaps"]):
+            problems: dict[int, str] = {}
+            if broken_seals:
+                problems = {row["position"]: "hash mismatch"
+                            for row in await seals.fetch(_BROKEN_SEALS)}
+            for row in await links.fetch(_POSITIONS, chain["stream_ids"], chain["versions"],
+                                         chain["gaps"]):
                 if row["gap"] or row["position"] not in problems:
                     problems[row["position"]] = "version gap" if row["gap"] else "hash mismatch"
             first = None
             if problems:
                 position = min(problems)
-                row = await conn.fetchrow(
+                row = await links.fetchrow(
                     "SELECT stream_id, version, event_id::text AS event_id FROM events "
                     "WHERE position = $1", position)
                 first = BrokenLink(position=position, stream_id=row["stream_id"],
                                    version=row["version"], event_id=row["event_id"],
                                    problem=problems[position])
-    return VerifyReport(events=links["events"], streams=links["streams"],
+    return VerifyReport(events=chain["events"], streams=chain["streams"],
                         broken_links=len(problems), first_broken=first)
 
 
