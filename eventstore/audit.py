@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -88,26 +89,24 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
 async def verify_log(store: EventStore) -> VerifyReport:
     """Both checks at once, on two connections reading one snapshot: the seal check keeps
     Postgres' parallel workers busy, the link check one more backend."""
-    async with store.pool.acquire() as seals, store.pool.acquire() as links:
-        async with seals.transaction(isolation="repeatable_read", readonly=True), \
-                links.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = await seals.fetchval("SELECT pg_export_snapshot()")
-            await links.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+    async with store.pool.acquire() as conn:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
             broken_seals, chain = await asyncio.gather(
-                seals.fetchval(_BROKEN_SEAL_COUNT), links.fetchrow(_LINKS, GENESIS))
+                conn.fetchval(_BROKEN_SEAL_COUNT), _links(store, snapshot))
             # A broken row is reported once, as a gap if its link says so.
             problems: dict[int, str] = {}
             if broken_seals:
                 problems = {row["position"]: "hash mismatch"
-                            for row in await seals.fetch(_BROKEN_SEALS)}
-            for row in await links.fetch(_POSITIONS, chain["stream_ids"], chain["versions"],
-                                         chain["gaps"]):
+                            for row in await conn.fetch(_BROKEN_SEALS)}
+            for row in await conn.fetch(_POSITIONS, chain["stream_ids"], chain["versions"],
+                                        chain["gaps"]):
                 if row["gap"] or row["position"] not in problems:
                     problems[row["position"]] = "version gap" if row["gap"] else "hash mismatch"
             first = None
             if problems:
                 position = min(problems)
-                row = await links.fetchrow(
+                row = await conn.fetchrow(
                     "SELECT stream_id, version, event_id::text AS event_id FROM events "
                     "WHERE position = $1", position)
                 first = BrokenLink(position=position, stream_id=row["stream_id"],
@@ -115,6 +114,15 @@ async def verify_log(store: EventStore) -> VerifyReport:
                                    problem=problems[position])
     return VerifyReport(events=chain["events"], streams=chain["streams"],
                         broken_links=len(problems), first_broken=first)
+
+
+async def _links(store: EventStore, snapshot: str) -> Any:
+    """The link pass in the exported snapshot, on its own connection; its transaction
+    ends with the query (left idle while the seals run, the server would end it)."""
+    async with store.pool.acquire() as conn:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            return await conn.fetchrow(_LINKS, GENESIS)
 
 
 class ExportedEvent(msgspec.Struct, frozen=True, kw_only=True):
