@@ -13,10 +13,20 @@ from-scratch count over the log gives the same numbers (tests/statistics checks 
   -old/+new delta on the day it happened, with the delta times the instant (µs since the
   epoch, the "moment"). Active on day D = sum of deltas up to D; resource-µs over [F, T) =
   sum over deltas before T of d * (T - max(t, F)), i.e. per row ``d*(T-F)`` before F and
-  ``d*T - moment`` inside: exact and one range scan.
+  ``d*T - moment`` inside: exact, and a few range scans.
 - ``outcomes``: create operations that ended, per day: CREATE_IN_PROGRESS -> CREATE_COMPLETE
   (with the time since the operation started: request or retry) or -> CREATE_FAILED.
 - ``failures``: every transition into a ``*_FAILED`` status, by status and reason.
+
+Every bucket table holds rows of three levels (column ``level``): per owner and day (the
+owner is a key dimension: roughly one row per deployment and day), per day without the
+owner, and per month without the owner (``day`` = the month's first day); the two
+rollups are sums of the owner-day rows, written with them. A query that does not scope,
+filter or group by owner reads the rollups: whole months from the monthly rows, day rows
+only for the partial months at the edges of its range and for months in which it needs a
+running total on its own (``active`` per day or week). So ``active`` at day D = monthly
+deltas before month(D) + day deltas from the month's start to D, and resource-hours use
+the monthly rows of months wholly before or wholly inside the window.
 
 A small per-deployment table (``statistics_deployments``) holds what the transitions
 need; ``stream_version`` makes a repeated event a no-op, so every bucket change is applied
@@ -29,7 +39,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from operator import itemgetter
 from typing import Any, Literal
 
 import msgspec
@@ -45,8 +54,11 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
+    and_,
     case,
     func,
     literal,
@@ -73,7 +85,7 @@ from eventstore.projection import query_tables
 from eventstore.records import RecordedEvent
 
 NAME = "statistics"
-VERSION = 1
+VERSION = 2
 
 S = DeploymentStatus
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -86,7 +98,6 @@ _HANDLED = (DeploymentRequested, DeploymentUpdateRequested, DeploymentDeletionRe
 DIMENSIONS = ("owner_issuer", "owner_subject", "user_group", "template_type", "provider_id",
               "provider_name", "region")
 """Key columns every bucket table shares (then ``day``, then the table's own keys)."""
-ISSUER_DIMENSIONS = tuple(d for d in DIMENSIONS if d != "owner_subject")
 
 FAILED = frozenset({S.CREATE_FAILED, S.UPDATE_FAILED, S.DELETE_FAILED})
 
@@ -301,11 +312,34 @@ def record_changes(changes: Changes, before: Facts | None, after: Facts | None,
             changes.failures[key] = changes.failures.get(key, 0) + 1
 
 
+# ---------------------------------------------------------------- levels
+
+OWNER_DAY, DAY, MONTH = 0, 1, 2
+"""Row levels of every bucket table (column ``level``): per owner and day (the owner is a
+key), all owners of the issuer per day (``owner_subject`` is ''), and all owners per month
+(``day`` is the month's first day). The two rollups are sums of the owner-day rows,
+computed by Postgres in the statement that writes them (``_upsert_levels``)."""
+
+
 # ---------------------------------------------------------------- tables
 
 
-def _dimension_columns() -> list[Column[Any]]:
-    return [Column(name, Text, primary_key=True) for name in DIMENSIONS]
+def _bucket_table(name: str, metadata: MetaData, keys: Sequence[Column[Any]],
+                  values: Sequence[Column[Any]]) -> Table:
+    """Columns level, dimensions, day, ``keys``, ``values`` (the order rows are written in);
+    primary key issuer, level, day first: every rollup query is one range of it."""
+    table = Table(
+        name, metadata, Column("level", SmallInteger, nullable=False),
+        *(Column(d, Text, nullable=False) for d in DIMENSIONS),
+        Column("day", Date, nullable=False), *keys, *values,
+        PrimaryKeyConstraint("owner_issuer", "level", "day",
+                             *(d for d in DIMENSIONS if d != "owner_issuer"),
+                             *(k.name for k in keys)))
+    # One owner's rows (a user, or an admin's owner filter); an issuer's owner-day rows
+    # are the primary key's (issuer, level 0, day) range.
+    Index(f"{name}_owner_day", table.c.owner_issuer, table.c.owner_subject, table.c.day,
+          postgresql_where=table.c.level == OWNER_DAY)
+    return table
 
 
 class StatisticsProjection:
@@ -328,59 +362,27 @@ class StatisticsProjection:
             Column("ever_completed", Boolean, nullable=False),
             Column("operation_started_at", DateTime(timezone=True), nullable=False),
         )
-        created = Table(
-            f"{NAME}_created_v{version}", metadata, *_dimension_columns(),
-            Column("day", Date, primary_key=True),
-            Column("status", Text, primary_key=True),
-            Column("deployments", BigInteger, nullable=False),
-            Column("vcpus", BigInteger, nullable=False),
-            Column("ram_mb", BigInteger, nullable=False),
-            Column("gpus", BigInteger, nullable=False),
-        )
-        activity = Table(
-            f"{NAME}_activity_v{version}", metadata, *_dimension_columns(),
-            Column("day", Date, primary_key=True),
-            Column("active", BigInteger, nullable=False),
-            Column("vcpus", BigInteger, nullable=False),
-            Column("ram_mb", BigInteger, nullable=False),
-            Column("gpus", BigInteger, nullable=False),
-            Column("vcpus_moment", Numeric, nullable=False),
-            Column("ram_mb_moment", Numeric, nullable=False),
-            Column("gpus_moment", Numeric, nullable=False),
-        )
-        outcomes = Table(
-            f"{NAME}_outcomes_v{version}", metadata, *_dimension_columns(),
-            Column("day", Date, primary_key=True),
-            Column("succeeded", BigInteger, nullable=False),
-            Column("failed", BigInteger, nullable=False),
-            Column("total_us", Numeric, nullable=False),
-            Column("min_us", BigInteger),
-            Column("max_us", BigInteger),
-        )
-        failures = Table(
-            f"{NAME}_failures_v{version}", metadata, *_dimension_columns(),
-            Column("day", Date, primary_key=True),
-            Column("status", Text, primary_key=True),
-            Column("reason", Text, primary_key=True),
-            Column("failures", BigInteger, nullable=False),
-        )
-        # The activity deltas again without the owner: what admins' "active" and
-        # "resources" views read (they sum every delta before the range, and the owner is
-        # the dimension that multiplies rows).
-        issuer_activity = Table(
-            f"{NAME}_issuer_activity_v{version}", metadata,
-            *(Column(name, Text, primary_key=True) for name in ISSUER_DIMENSIONS),
-            *(Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-              for c in activity.c if c.name not in DIMENSIONS))
-        # Every query is one issuer's day range (admins), or one owner's (users; their
-        # groups' rows come from the issuer range with a group filter).
-        for table in (created, activity, outcomes, failures):
-            Index(f"{table.name}_issuer_day", table.c.owner_issuer, table.c.day)
-            Index(f"{table.name}_owner_day", table.c.owner_issuer, table.c.owner_subject,
-                  table.c.day)
-        Index(f"{issuer_activity.name}_issuer_day", issuer_activity.c.owner_issuer,
-              issuer_activity.c.day)
-        return [deployments, created, activity, outcomes, failures, issuer_activity]
+        created = _bucket_table(
+            f"{NAME}_created_v{version}", metadata, [Column("status", Text, nullable=False)],
+            [Column(n, BigInteger, nullable=False)
+             for n in ("deployments", "vcpus", "ram_mb", "gpus")])
+        activity = _bucket_table(
+            f"{NAME}_activity_v{version}", metadata, [],
+            [*(Column(n, BigInteger, nullable=False)
+               for n in ("active", "vcpus", "ram_mb", "gpus")),
+             *(Column(n, Numeric, nullable=False)
+               for n in ("vcpus_moment", "ram_mb_moment", "gpus_moment"))])
+        outcomes = _bucket_table(
+            f"{NAME}_outcomes_v{version}", metadata, [],
+            [Column("succeeded", BigInteger, nullable=False),
+             Column("failed", BigInteger, nullable=False),
+             Column("total_us", Numeric, nullable=False),
+             Column("min_us", BigInteger), Column("max_us", BigInteger)])
+        failures = _bucket_table(
+            f"{NAME}_failures_v{version}", metadata,
+            [Column("status", Text, nullable=False), Column("reason", Text, nullable=False)],
+            [Column("failures", BigInteger, nullable=False)])
+        return [deployments, created, activity, outcomes, failures]
 
     async def apply(self, conn: AsyncConnection, event: RecordedEvent, decoded: Any,
                     tables: Sequence[Table]) -> None:
@@ -389,7 +391,7 @@ class StatisticsProjection:
     async def apply_batch(self, conn: AsyncConnection,
                           items: Sequence[tuple[RecordedEvent, Any]],
                           tables: Sequence[Table]) -> None:
-        deployments, created, activity, outcomes, failures, issuer_activity = tables
+        deployments, created, activity, outcomes, failures = tables
         ids = sorted({decoded.deployment_id for _, decoded in items})
         if not ids:
             return
@@ -416,20 +418,10 @@ class StatisticsProjection:
             await _upsert(driver, deployments, ["id"],
                           [astuple(known[i]) for i in sorted(touched)],
                           {n: "EXCLUDED" for n in names if n != "id"})
-        await _upsert_sums(driver, created, changes.created,
-                           ("deployments", "vcpus", "ram_mb", "gpus"), ("day", "status"))
-        activity_values = ("active", "vcpus", "ram_mb", "gpus", "vcpus_moment",
-                           "ram_mb_moment", "gpus_moment")
-        await _upsert_sums(driver, activity, changes.activity, activity_values, ("day",))
-        per_issuer: dict[tuple[Any, ...], list[int]] = {}
-        for key, amounts in changes.activity.items():
-            _add(per_issuer, (key[0], *key[2:]), amounts)
-        await _upsert_sums(driver, issuer_activity, per_issuer, activity_values, ("day",),
-                           dimensions=ISSUER_DIMENSIONS)
-        await _upsert_sums(driver, outcomes, changes.outcomes,
-                           ("succeeded", "failed", "total_us", "min_us", "max_us"), ("day",))
-        await _upsert_sums(driver, failures, {k: [v] for k, v in changes.failures.items()},
-                           ("failures",), ("day", "status", "reason"))
+        await _upsert_levels(driver, created, changes.created)
+        await _upsert_levels(driver, activity, changes.activity)
+        await _upsert_levels(driver, outcomes, changes.outcomes)
+        await _upsert_levels(driver, failures, {k: [v] for k, v in changes.failures.items()})
 
 
 projection = StatisticsProjection()
@@ -446,8 +438,9 @@ def _name(table: Table) -> str:
 
 
 _ARRAY_TYPES = {"TEXT": "text[]", "DATE": "date[]", "BIGINT": "bigint[]",
-                "INTEGER": "integer[]", "NUMERIC": "numeric[]", "BOOLEAN": "boolean[]",
-                "DATETIME": "timestamptz[]", "TIMESTAMP": "timestamptz[]"}
+                "INTEGER": "integer[]", "SMALLINT": "smallint[]", "NUMERIC": "numeric[]",
+                "BOOLEAN": "boolean[]", "DATETIME": "timestamptz[]",
+                "TIMESTAMP": "timestamptz[]"}
 
 # How a repeated key merges: sums add, extremes keep the least/greatest (NULL ignored).
 _MERGE = {"min_us": "least", "max_us": "greatest"}
@@ -479,21 +472,69 @@ async def _upsert(driver: Any, table: Table, keys: Sequence[str], rows: Sequence
         *arrays)
 
 
-async def _upsert_sums(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]],
-                       values: Sequence[str], extra_keys: Sequence[str], *,
-                       dimensions: Sequence[str] = DIMENSIONS) -> None:
-    keys = [*dimensions, *extra_keys]
-    order = [c.name for c in table.c]
-    rows = []
-    # Sorted keys: concurrent batches lock rows in the same order (no deadlocks).
-    for key, amounts in sorted(sums.items(), key=itemgetter(0)):
-        if not any(amounts):
-            continue  # e.g. a status left and re-entered in one batch: no empty rows
-        by_name = {**dict(zip(keys, key, strict=True)), **dict(zip(values, amounts,
-                                                                    strict=True))}
-        rows.append([by_name[name] for name in order])
+def _cast(column: Column[Any]) -> str:
+    return _ARRAY_TYPES[str(column.type.compile()).split("(")[0].split(" ")[0]]
+
+
+_LEVELS_SQL: dict[tuple[str, str | None], str] = {}
+
+
+def _levels_sql(table: Table) -> str:
+    """INSERT ... SELECT of the owner-day rows given as arrays and of their two rollups
+    (GROUP BY without the owner, per day and per month), all in key order, ON CONFLICT
+    adding sums and keeping extremes. (Column names are plain identifiers.)"""
+    key = (table.name, table.schema)
+    if key in _LEVELS_SQL:
+        return _LEVELS_SQL[key]
+    given = [c for c in table.c if c.name != "level"]
+    names = ", ".join(c.name for c in given)
+    values = [c for c in table.c if not c.primary_key]
+    own_keys = [c.name for c in given
+                if c.primary_key and c.name not in DIMENSIONS and c.name != "day"]
+    rollup_dims = [d for d in DIMENSIONS if d not in ("owner_issuer", "owner_subject")]
+
+    def aggregate(column: Column[Any]) -> str:
+        how = _MERGE.get(column.name, "add")
+        if how == "add":
+            return f"sum({column.name})" + ("" if isinstance(column.type, Numeric)
+                                            else "::bigint")
+        return f"{'min' if how == 'least' else 'max'}({column.name})"
+
+    def nonzero(column: Column[Any]) -> str:
+        if _MERGE.get(column.name, "add") == "add":
+            return f"sum({column.name}) <> 0"
+        return f"{aggregate(column)} IS NOT NULL"
+
+    def rollup(level: int, day: str) -> str:
+        groups = ", ".join(["owner_issuer", *rollup_dims, day, *own_keys])
+        columns = ", ".join([*rollup_dims, day, *own_keys, *(aggregate(c) for c in values)])
+        return (f"SELECT {level}, owner_issuer, '', {columns} FROM owner_day "
+                f"GROUP BY {groups} HAVING {' OR '.join(nonzero(c) for c in values)}")
+
+    updates = ", ".join(
+        f"{c.name} = t.{c.name} + EXCLUDED.{c.name}" if _MERGE.get(c.name, "add") == "add"
+        else f"{c.name} = {_MERGE[c.name]}(t.{c.name}, EXCLUDED.{c.name})" for c in values)
+    arrays = ", ".join(f"${i + 1}::{_cast(c)}" for i, c in enumerate(given))
+    pk = ", ".join(c.name for c in table.primary_key.columns)
+    month = "(day - extract(day FROM day)::int + 1)"
+    sql = (f"WITH owner_day AS (SELECT * FROM unnest({arrays}) AS u({names})) "
+           f"INSERT INTO {_name(table)} AS t (level, {names}) "
+           f"SELECT * FROM (SELECT {OWNER_DAY} AS level, {names} FROM owner_day "
+           f"UNION ALL {rollup(DAY, 'day')} UNION ALL {rollup(MONTH, month)}) AS r "
+           f"ORDER BY {pk} ON CONFLICT ({pk}) DO UPDATE SET {updates}")
+    _LEVELS_SQL[key] = sql
+    return sql
+
+
+async def _upsert_levels(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]]
+                         ) -> None:
+    """Add ``sums`` (owner-day rows keyed dimensions, day, the table's own keys) and their
+    rollups to the table: one statement, rows locked in key order (concurrent batches
+    never deadlock)."""
+    # No all-zero rows: e.g. a status left and re-entered in one batch.
+    rows = [(*key, *amounts) for key, amounts in sums.items() if any(amounts)]
     if rows:
-        await _upsert(driver, table, keys, rows, {v: _MERGE.get(v, "add") for v in values})
+        await driver.execute(_levels_sql(table), *(list(c) for c in zip(*rows, strict=True)))
 
 
 def _sortable(key: tuple[Any, ...]) -> tuple[str, ...]:
@@ -555,6 +596,72 @@ def _scope(table: Table, f: StatisticsFilter, *, with_status: bool) -> list[Colu
     return terms
 
 
+def _month_end(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+
+
+def _needs_owner(f: StatisticsFilter, group_by: Sequence[str]) -> bool:
+    """Whether a query scopes, filters or groups by owner (then it reads owner-day rows)."""
+    return f.owner_subject is not None or f.owner is not None or "owner" in group_by
+
+
+def _days(table: Table, f: StatisticsFilter, group_by: Sequence[str], lo: date | None,
+          hi: date | None, *, cuts: Iterable[date] = (), months: bool = True
+          ) -> ColumnElement[bool]:
+    """The rows holding every delta of the days [lo, hi] (None: unbounded) exactly once.
+
+    Owner-day rows when the query needs the owner. Otherwise the issuer's rollups: a
+    month's row for each month inside [lo, hi] in which no ``cut`` (a day whose running
+    total the caller needs on its own) falls before the month's last day, day rows for the
+    other days (the partial months at the edges, and months with a cut). ``months=False``:
+    day rows only.
+    """
+    level, day = table.c.level, table.c.day
+    if _needs_owner(f, group_by):
+        terms = [level == OWNER_DAY]
+        if lo is not None:
+            terms.append(day >= lo)
+        if hi is not None:
+            terms.append(day <= hi)
+        return and_(*terms)
+    if not months:
+        split = None
+    else:
+        edges = [c for c in cuts if (lo is None or c >= lo) and (hi is None or c < hi)]
+        if lo is not None:
+            edges.append(lo - timedelta(days=1))
+        if hi is not None:
+            edges.append(hi)
+        split = sorted({c.replace(day=1) for c in edges if c != _month_end(c)
+                        and (lo is None or c >= lo.replace(day=1))})
+    if split is None:
+        terms = [level == DAY]
+        if lo is not None:
+            terms.append(day >= lo)
+        if hi is not None:
+            terms.append(day <= hi)
+        return and_(*terms)
+    # Day rows of the split months (adjacent months merged into one range).
+    ranges: list[list[date]] = []
+    for month in split:
+        first = month if lo is None else max(month, lo)
+        last = _month_end(month) if hi is None else min(_month_end(month), hi)
+        if ranges and ranges[-1][1] + timedelta(days=1) == first:
+            ranges[-1][1] = last
+        else:
+            ranges.append([first, last])
+    monthly = [level == MONTH]
+    if lo is not None:
+        monthly.append(day >= lo)
+    if hi is not None:
+        monthly.append(day <= hi)
+    if split:
+        monthly.append(day.not_in(split))
+    parts = [and_(*monthly)]
+    parts += [and_(level == DAY, day >= first, day <= last) for first, last in ranges]
+    return or_(*parts)
+
+
 def _bucket(column: Any, interval: Interval) -> Any:
     if interval == "total":
         return literal(None).label("period")
@@ -583,13 +690,11 @@ def _rows(result: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _activity_table(version: int, schema: str | None, f: StatisticsFilter,
-                    group_by: Sequence[str]) -> Table:
-    """The owner-less rollup unless the query scopes, filters or groups by owner."""
-    tables = query_tables(projection, version, schema)
-    if f.owner_subject is None and f.owner is None and "owner" not in group_by:
-        return tables[5]
-    return tables[2]
+def _in_range(table: Table, f: StatisticsFilter, group_by: Sequence[str],
+              interval: Interval) -> ColumnElement[bool]:
+    """The rows of [start, end] for a query bucketed by ``interval``: whole months from
+    the monthly rollup unless the buckets are days or weeks."""
+    return _days(table, f, group_by, f.start, f.end, months=interval in ("month", "total"))
 
 
 async def deployment_counts(conn: AsyncConnection, version: int, f: StatisticsFilter, *,
@@ -600,10 +705,7 @@ async def deployment_counts(conn: AsyncConnection, version: int, f: StatisticsFi
     period = _bucket(created.c.day, interval)
     groups = _group_columns(created, group_by)
     terms = _scope(created, f, with_status=True)
-    if f.start is not None:
-        terms.append(created.c.day >= f.start)
-    if f.end is not None:
-        terms.append(created.c.day <= f.end)
+    terms.append(_in_range(created, f, group_by, interval))
     query = (select(period, *groups,
                     func.sum(created.c.deployments).label("deployments"),
                     func.sum(created.c.vcpus).label("vcpus"),
@@ -647,14 +749,17 @@ async def active_deployments(conn: AsyncConnection, version: int, f: StatisticsF
                              today: date, schema: str | None = None) -> list[dict[str, Any]]:
     """Deployments active (and the resources they hold) at the end of each period's last
     day; ``interval=total`` with no range gives "active now"."""
-    activity = _activity_table(version, schema, f, group_by)
+    activity = query_tables(projection, version, schema)[2]
     end = min(f.end or today, today)
     start = f.start or end
     if start > end:
         return []
+    periods = _periods(start, end, interval)
     groups = _group_columns(activity, [g for g in group_by if g != "status"])
     terms = _scope(activity, f, with_status=False)
-    terms.append(activity.c.day <= end)
+    # Every delta up to the last period's end; a running total is needed at each
+    # period's end (rows before ``start`` all count at ``start``).
+    terms.append(_days(activity, f, group_by, None, end, cuts=[last for _, last in periods]))
     first_day = case((activity.c.day < start, literal(start)), else_=activity.c.day)
     query = (select(first_day.label("day"), *groups,
                     *(func.sum(activity.c[n]).label(n)
@@ -665,7 +770,7 @@ async def active_deployments(conn: AsyncConnection, version: int, f: StatisticsF
     running: dict[tuple[Any, ...], list[int]] = {}
     out: list[dict[str, Any]] = []
     index = 0
-    for first, last in _periods(start, end, interval):
+    for first, last in periods:
         while index < len(deltas) and deltas[index]["day"] <= last:
             row = deltas[index]
             key = tuple(row[n] for n in names)
@@ -686,7 +791,7 @@ async def resource_hours(conn: AsyncConnection, version: int, f: StatisticsFilte
                          schema: str | None = None) -> list[dict[str, Any]]:
     """vCPU-, RAM-GB- and GPU-hours held by active deployments within [start, end] (whole
     UTC days, clipped to ``now``)."""
-    activity = _activity_table(version, schema, f, group_by)
+    activity = query_tables(projection, version, schema)[2]
     today = now.astimezone(UTC).date()
     end_day = f.end or today
     start_day = f.start or date(1970, 1, 1)
@@ -699,8 +804,10 @@ async def resource_hours(conn: AsyncConnection, version: int, f: StatisticsFilte
     groups = _group_columns(activity, [g for g in group_by if g != "status"])
     terms = _scope(activity, f, with_status=False)
     # Rows of days that end before the window does (the window ends at a midnight, or now:
-    # today's rows hold no later instants than now).
-    terms.append(activity.c.day <= (window_end - _US).date())
+    # today's rows hold no later instants than now); a row lies wholly before the window
+    # or wholly inside it (a cut at the day before it starts).
+    terms.append(_days(activity, f, group_by, None, (window_end - _US).date(),
+                       cuts=[start_day - timedelta(days=1)]))
 
     def held(resource: str) -> Any:
         # numeric: a RAM delta in MB times µs since the epoch overflows bigint
@@ -730,10 +837,7 @@ async def create_outcomes(conn: AsyncConnection, version: int, f: StatisticsFilt
     period = _bucket(outcomes.c.day, interval)
     groups = _group_columns(outcomes, [g for g in group_by if g != "status"])
     terms = _scope(outcomes, f, with_status=False)
-    if f.start is not None:
-        terms.append(outcomes.c.day >= f.start)
-    if f.end is not None:
-        terms.append(outcomes.c.day <= f.end)
+    terms.append(_in_range(outcomes, f, group_by, interval))
     query = (select(period, *groups, func.sum(outcomes.c.succeeded).label("succeeded"),
                     func.sum(outcomes.c.failed).label("failed"),
                     func.sum(outcomes.c.total_us).label("total_us"),
@@ -762,10 +866,7 @@ async def failure_reasons(conn: AsyncConnection, version: int, f: StatisticsFilt
     period = _bucket(failures.c.day, interval)
     groups = _group_columns(failures, [g for g in group_by if g != "status"])
     terms = _scope(failures, f, with_status=True)
-    if f.start is not None:
-        terms.append(failures.c.day >= f.start)
-    if f.end is not None:
-        terms.append(failures.c.day <= f.end)
+    terms.append(_in_range(failures, f, group_by, interval))
     keys = [*groups, failures.c.status, failures.c.reason]
     query = (select(period, *keys, func.sum(failures.c.failures).label("failures"))
              .where(*terms).group_by(period, *keys)
