@@ -279,36 +279,37 @@ def record_changes(changes: Changes, before: Facts | None, after: Facts | None,
     """What one event changes in the buckets, given the facts before and after it."""
     if after is None:
         return
-    day = occurred_at.astimezone(UTC).date()
-    created_before = ((*before.dimensions, before.created_day, before.status),
-                      (1, before.vcpus, before.ram_mb, before.gpus)) if before else None
-    created_after = ((*after.dimensions, after.created_day, after.status),
-                     (1, after.vcpus, after.ram_mb, after.gpus))
-    if created_before != created_after:
-        if created_before is not None:
-            _add(changes.created, created_before[0], [-v for v in created_before[1]])
-        _add(changes.created, created_after[0], created_after[1])
-    active_before = ((before.dimensions, (1, before.vcpus, before.ram_mb, before.gpus))
-                     if before is not None and before.active else None)
-    active_after = ((after.dimensions, (1, after.vcpus, after.ram_mb, after.gpus))
-                    if after.active else None)
-    if active_before != active_after:
+    dims = after.dimensions
+    amounts = (1, after.vcpus, after.ram_mb, after.gpus)
+    if before is None:  # a new deployment: created, not active yet, no transition
+        _add(changes.created, (*dims, after.created_day, after.status), amounts)
+        return
+    old_dims = before.dimensions
+    old_amounts = (1, before.vcpus, before.ram_mb, before.gpus)
+    moved = old_dims != dims or old_amounts != amounts
+    if moved or before.status != after.status or before.created_day != after.created_day:
+        _add(changes.created, (*old_dims, before.created_day, before.status),
+             [-v for v in old_amounts])
+        _add(changes.created, (*dims, after.created_day, after.status), amounts)
+    was_active, active = before.active, after.active
+    if (was_active or active) and (was_active != active or moved):
+        day = occurred_at.astimezone(UTC).date()
         t = micros(occurred_at)
-        for sign, side in ((-1, active_before), (1, active_after)):
-            if side is None:
-                continue
-            dims, amounts = side
-            deltas = [sign * a for a in amounts]
-            # active, vcpus, ram, gpus, then the moments d*t of the three resources
-            _add(changes.activity, (*dims, day), [*deltas, *(d * t for d in deltas[1:])])
-    if before is not None and before.status != after.status:
+        # active, vcpus, ram, gpus, then the moments d*t of the three resources
+        if was_active:
+            _add(changes.activity, (*old_dims, day),
+                 [-v for v in old_amounts] + [-v * t for v in old_amounts[1:]])
+        if active:
+            _add(changes.activity, (*dims, day), [*amounts, *(v * t for v in amounts[1:])])
+    if before.status != after.status:
+        day = occurred_at.astimezone(UTC).date()
         if before.status == S.CREATE_IN_PROGRESS and after.status == S.CREATE_COMPLETE:
             took = micros(occurred_at) - micros(after.operation_started_at)
-            _add_outcome(changes.outcomes, (*after.dimensions, day), succeeded=True, took=took)
+            _add_outcome(changes.outcomes, (*dims, day), succeeded=True, took=took)
         elif before.status == S.CREATE_IN_PROGRESS and after.status == S.CREATE_FAILED:
-            _add_outcome(changes.outcomes, (*after.dimensions, day), succeeded=False, took=0)
+            _add_outcome(changes.outcomes, (*dims, day), succeeded=False, took=0)
         if after.status in FAILED:
-            key = (*after.dimensions, day, after.status, reason)
+            key = (*dims, day, after.status, reason)
             changes.failures[key] = changes.failures.get(key, 0) + 1
 
 
