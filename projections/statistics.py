@@ -664,9 +664,14 @@ def _days(table: Table, f: StatisticsFilter, group_by: Sequence[str], lo: date |
 
 
 def _bucket(column: Any, interval: Interval) -> Any:
+    """The period a day row falls in: date arithmetic (date_trunc goes through timestamps
+    with time zone, which cost more than the aggregation itself on day ranges)."""
     if interval == "total":
         return literal(None).label("period")
-    return func.date_trunc(interval, column).cast(Date).label("period")
+    if interval == "day":
+        return column.label("period")
+    field = "isodow" if interval == "week" else "day"
+    return (column - (func.extract(field, column).cast(Integer) - 1)).label("period")
 
 
 def _group_columns(table: Table, group_by: Sequence[str]) -> list[Any]:
@@ -678,16 +683,19 @@ def _group_columns(table: Table, group_by: Sequence[str]) -> list[Any]:
     return [table.c[name] for name in names]
 
 
+_NONE_IF_EMPTY = frozenset((*DIMENSIONS, "status", "reason"))
+
+
 def _rows(result: Any) -> list[dict[str, Any]]:
+    """Result rows as dicts; '' (none) in a key column as None."""
+    names = [str(key) for key in result.keys()]
+    empty = [index for index, name in enumerate(names) if name in _NONE_IF_EMPTY]
     out = []
-    for row in result.mappings():
-        item = {}
-        for key, value in row.items():
-            name = str(key)
-            if name in DIMENSIONS or name in ("status", "reason"):
-                value = value or None
-            item[name] = value
-        out.append(item)
+    for row in result.all():
+        values = list(row)
+        for index in empty:
+            values[index] = values[index] or None
+        out.append(dict(zip(names, values, strict=True)))
     return out
 
 
@@ -766,24 +774,34 @@ async def active_deployments(conn: AsyncConnection, version: int, f: StatisticsF
                     *(func.sum(activity.c[n]).label(n)
                       for n in ("active", "vcpus", "ram_mb", "gpus")))
              .where(*terms).group_by(first_day, *groups).order_by(first_day, *groups))
-    deltas = _rows(await conn.execute(query))
     names = [c.name for c in groups]
+    deltas = [(row[0], tuple(key or None for key in row[1:-4]), row[-4:])
+              for row in (await conn.execute(query)).all()]
     running: dict[tuple[Any, ...], list[int]] = {}
+    order: list[tuple[Any, ...]] = []
     out: list[dict[str, Any]] = []
     index = 0
     for first, last in periods:
-        while index < len(deltas) and deltas[index]["day"] <= last:
-            row = deltas[index]
-            key = tuple(row[n] for n in names)
-            _add(running, key, [int(row[n]) for n in ("active", "vcpus", "ram_mb", "gpus")])
+        added = False
+        while index < len(deltas) and deltas[index][0] <= last:
+            _, key, amounts = deltas[index]
+            known = running.get(key)
+            if known is None:
+                running[key] = [int(a) for a in amounts]
+                added = True
+            else:
+                for position, amount in enumerate(amounts):
+                    known[position] += int(amount)
             index += 1
-        for key, (active, vcpus, ram, gpus) in sorted(running.items(), key=lambda i:
-                                                      _sortable(i[0])):
+        if added:
+            order = sorted(running, key=_sortable)
+        period = None if interval == "total" else first
+        for key in order:
+            active, vcpus, ram, gpus = running[key]
             if active == 0 and vcpus == 0 and ram == 0 and gpus == 0:
                 continue
-            out.append({"period": None if interval == "total" else first, "at": last,
-                        **dict(zip(names, key, strict=True)), "active": active,
-                        "vcpus": vcpus, "ram_mb": ram, "gpus": gpus})
+            out.append({"period": period, "at": last, **dict(zip(names, key, strict=True)),
+                        "active": active, "vcpus": vcpus, "ram_mb": ram, "gpus": gpus})
     return out
 
 
@@ -810,21 +828,30 @@ async def resource_hours(conn: AsyncConnection, version: int, f: StatisticsFilte
     terms.append(_days(activity, f, group_by, None, (window_end - _US).date(),
                        cuts=[start_day - timedelta(days=1)]))
 
-    def held(resource: str) -> Any:
-        # numeric: a RAM delta in MB times µs since the epoch overflows bigint
-        delta, moment = activity.c[resource].cast(Numeric), activity.c[f"{resource}_moment"]
-        return func.sum(case((activity.c.day < start_day, delta * (t_end - t_start)),
-                             else_=delta * t_end - moment)).label(resource)
-
-    query = (select(*groups, held("vcpus"), held("ram_mb"), held("gpus"))
-             .where(*terms).group_by(*groups).order_by(*groups))
+    # Per row d*(T-F) before the window and d*T - moment inside it, summed as
+    # (T-F)*sum(d before) + T*sum(d inside) - sum(moment inside): no numeric product per
+    # row (a RAM delta in MB times µs since the epoch overflows bigint: numeric moments).
+    before = activity.c.day < start_day
+    resources = ("vcpus", "ram_mb", "gpus")
+    sums = []
+    for resource in resources:
+        sums += [func.sum(activity.c[resource]).filter(before),
+                 func.sum(activity.c[resource]).filter(~before),
+                 func.sum(activity.c[f"{resource}_moment"]).filter(~before)]
+    query = (select(*groups, *sums).where(*terms).group_by(*groups).order_by(*groups))
+    names = [c.name for c in groups]
     out = []
-    for row in _rows(await conn.execute(query)):
-        vcpu_us, ram_us, gpu_us = (int(row.pop(n) or 0) for n in ("vcpus", "ram_mb", "gpus"))
+    for row in (await conn.execute(query)).all():
+        held = []
+        for position in range(len(names), len(names) + 9, 3):
+            d_before, d_inside, moment = (int(v or 0) for v in row[position:position + 3])
+            held.append((t_end - t_start) * d_before + t_end * d_inside - moment)
+        vcpu_us, ram_us, gpu_us = held
         if vcpu_us == 0 and ram_us == 0 and gpu_us == 0:
             continue
         hour = 3_600_000_000
-        out.append({**row, "vcpu_hours": vcpu_us / hour, "ram_gb_hours": ram_us / 1024 / hour,
+        out.append({**{n: v or None for n, v in zip(names, row, strict=False)},
+                    "vcpu_hours": vcpu_us / hour, "ram_gb_hours": ram_us / 1024 / hour,
                     "gpu_hours": gpu_us / hour})
     return out
 
