@@ -325,13 +325,18 @@ computed by Postgres in the statement that writes them (``_upsert_levels``)."""
 # ---------------------------------------------------------------- tables
 
 
+_KEY_TEXT = Text(collation="C")
+"""Key columns compare bytes: every write probes a primary key of up to eleven text
+columns, and a locale collation (even C.UTF-8) compares them with strcoll."""
+
+
 def _bucket_table(name: str, metadata: MetaData, keys: Sequence[Column[Any]],
                   values: Sequence[Column[Any]]) -> Table:
     """Columns level, dimensions, day, ``keys``, ``values`` (the order rows are written in);
     primary key issuer, level, day first: every rollup query is one range of it."""
     table = Table(
         name, metadata, Column("level", SmallInteger, nullable=False),
-        *(Column(d, Text, nullable=False) for d in DIMENSIONS),
+        *(Column(d, _KEY_TEXT, nullable=False) for d in DIMENSIONS),
         Column("day", Date, nullable=False), *keys, *values,
         PrimaryKeyConstraint("owner_issuer", "level", "day",
                              *(d for d in DIMENSIONS if d != "owner_issuer"),
@@ -364,7 +369,7 @@ class StatisticsProjection:
             Column("operation_started_at", DateTime(timezone=True), nullable=False),
         )
         created = _bucket_table(
-            f"{NAME}_created_v{version}", metadata, [Column("status", Text, nullable=False)],
+            f"{NAME}_created_v{version}", metadata, [Column("status", _KEY_TEXT, nullable=False)],
             [Column(n, BigInteger, nullable=False)
              for n in ("deployments", "vcpus", "ram_mb", "gpus")])
         activity = _bucket_table(
@@ -381,7 +386,8 @@ class StatisticsProjection:
              Column("min_us", BigInteger), Column("max_us", BigInteger)])
         failures = _bucket_table(
             f"{NAME}_failures_v{version}", metadata,
-            [Column("status", Text, nullable=False), Column("reason", Text, nullable=False)],
+            [Column("status", _KEY_TEXT, nullable=False),
+             Column("reason", _KEY_TEXT, nullable=False)],
             [Column("failures", BigInteger, nullable=False)])
         return [deployments, created, activity, outcomes, failures]
 
