@@ -81,7 +81,7 @@ from domain.deployments import (
     DeploymentUpdateRequested,
     event_tag,
 )
-from eventstore.projection import query_tables
+from eventstore.projection import is_replaying, query_tables
 from eventstore.records import RecordedEvent
 
 NAME = "statistics"
@@ -425,10 +425,23 @@ class StatisticsProjection:
             await _upsert(driver, deployments, ["id"],
                           [astuple(known[i]) for i in sorted(touched)],
                           {n: "EXCLUDED" for n in names if n != "id"})
-        await _upsert_levels(driver, created, changes.created)
-        await _upsert_levels(driver, activity, changes.activity)
-        await _upsert_levels(driver, outcomes, changes.outcomes)
-        await _upsert_levels(driver, failures, {k: [v] for k, v in changes.failures.items()})
+        # A replay (a new build, or an audit replay into a scratch schema: nothing else
+        # writes its tables) writes owner-day rows only; after_replay sums the rollups
+        # once instead of every batch updating them.
+        rollups = not is_replaying()
+        await _upsert_levels(driver, created, changes.created, rollups=rollups)
+        await _upsert_levels(driver, activity, changes.activity, rollups=rollups)
+        await _upsert_levels(driver, outcomes, changes.outcomes, rollups=rollups)
+        await _upsert_levels(driver, failures, {k: [v] for k, v in changes.failures.items()},
+                             rollups=rollups)
+
+    async def after_replay(self, conn: AsyncConnection, tables: Sequence[Table]) -> None:
+        """The rollups of every owner-day row, computed again from scratch (run by
+        ``replay`` at its end, in one transaction)."""
+        driver = await _driver(conn)
+        for table in tables[1:]:
+            await driver.execute(f"DELETE FROM {_name(table)} WHERE level <> {OWNER_DAY}")
+            await driver.execute(_levels_sql(table, "rollups"))
 
 
 projection = StatisticsProjection()
@@ -483,14 +496,18 @@ def _cast(column: Column[Any]) -> str:
     return _ARRAY_TYPES[str(column.type.compile()).split("(")[0].split(" ")[0]]
 
 
-_LEVELS_SQL: dict[tuple[str, str | None], str] = {}
+_LEVELS_SQL: dict[tuple[str, str | None, str], str] = {}
 
 
-def _levels_sql(table: Table) -> str:
+def _levels_sql(table: Table, part: Literal["all", "owner_day", "rollups"] = "all") -> str:
     """INSERT ... SELECT of the owner-day rows given as arrays and of their two rollups
     (GROUP BY without the owner, per day and per month), all in key order, ON CONFLICT
-    adding sums and keeping extremes. (Column names are plain identifiers.)"""
-    key = (table.name, table.schema)
+    adding sums and keeping extremes. (Column names are plain identifiers.)
+
+    ``owner_day``: those rows only (a replay). ``rollups``: no arguments; the rollups of
+    every owner-day row of the table, into a table without rollup rows (after a replay).
+    """
+    key = (table.name, table.schema, part)
     if key in _LEVELS_SQL:
         return _LEVELS_SQL[key]
     given = [c for c in table.c if c.name != "level"]
@@ -524,24 +541,32 @@ def _levels_sql(table: Table) -> str:
     arrays = ", ".join(f"${i + 1}::{_cast(c)}" for i, c in enumerate(given))
     pk = ", ".join(c.name for c in table.primary_key.columns)
     month = "(day - extract(day FROM day)::int + 1)"
+    rollups = f"{rollup(DAY, 'day')} UNION ALL {rollup(MONTH, month)}"
+    if part == "rollups":
+        return (f"WITH owner_day AS (SELECT {names} FROM {_name(table)} "
+                f"WHERE level = {OWNER_DAY}) "
+                f"INSERT INTO {_name(table)} (level, {names}) {rollups}")
+    if part == "owner_day":
+        rollups = f"SELECT 0, {names} FROM owner_day WHERE false"
     sql = (f"WITH owner_day AS (SELECT * FROM unnest({arrays}) AS u({names})) "
            f"INSERT INTO {_name(table)} AS t (level, {names}) "
            f"SELECT * FROM (SELECT {OWNER_DAY} AS level, {names} FROM owner_day "
-           f"UNION ALL {rollup(DAY, 'day')} UNION ALL {rollup(MONTH, month)}) AS r "
+           f"UNION ALL {rollups}) AS r "
            f"ORDER BY {pk} ON CONFLICT ({pk}) DO UPDATE SET {updates}")
     _LEVELS_SQL[key] = sql
     return sql
 
 
-async def _upsert_levels(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]]
-                         ) -> None:
+async def _upsert_levels(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]],
+                         *, rollups: bool = True) -> None:
     """Add ``sums`` (owner-day rows keyed dimensions, day, the table's own keys) and their
     rollups to the table: one statement, rows locked in key order (concurrent batches
     never deadlock)."""
     # No all-zero rows: e.g. a status left and re-entered in one batch.
     rows = [(*key, *amounts) for key, amounts in sums.items() if any(amounts)]
     if rows:
-        await driver.execute(_levels_sql(table), *(list(c) for c in zip(*rows, strict=True)))
+        await driver.execute(_levels_sql(table, "all" if rollups else "owner_day"),
+                             *(list(c) for c in zip(*rows, strict=True)))
 
 
 def _sortable(key: tuple[Any, ...]) -> tuple[str, ...]:
