@@ -21,7 +21,8 @@ from-scratch count over the log gives the same numbers (tests/statistics checks 
 Every bucket table holds rows of three levels (column ``level``): per owner and day (the
 owner is a key dimension: roughly one row per deployment and day), per day without the
 owner, and per month without the owner (``day`` = the month's first day); the two
-rollups are sums of the owner-day rows, written with them. A query that does not scope,
+rollups are sums of the owner-day rows, written with them by the live runner and summed
+once at the end of a replay (``after_replay``). A query that does not scope,
 filter or group by owner reads the rollups: whole months from the monthly rows, day rows
 only for the partial months at the edges of its range and for months in which it needs a
 running total on its own (``active`` per day or week). So ``active`` at day D = monthly
@@ -319,7 +320,8 @@ OWNER_DAY, DAY, MONTH = 0, 1, 2
 """Row levels of every bucket table (column ``level``): per owner and day (the owner is a
 key), all owners of the issuer per day (``owner_subject`` is ''), and all owners per month
 (``day`` is the month's first day). The two rollups are sums of the owner-day rows,
-computed by Postgres in the statement that writes them (``_upsert_levels``)."""
+computed by Postgres in the statement that writes them (``_upsert_levels``), or at the
+end of a replay (``after_replay``)."""
 
 
 # ---------------------------------------------------------------- tables
