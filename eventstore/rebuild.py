@@ -268,6 +268,11 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
                                              position=position))
                 if last:
                     break
+            # A projection may defer work to the end of a replay (statistics: rollups).
+            after_replay = getattr(projection, "after_replay", None)
+            if after_replay is not None and done:
+                async with engine.begin() as conn:
+                    await after_replay(conn, tables)
         finally:
             if not pending.done():
                 pending.cancel()

@@ -13,10 +13,21 @@ from-scratch count over the log gives the same numbers (tests/statistics checks 
   -old/+new delta on the day it happened, with the delta times the instant (µs since the
   epoch, the "moment"). Active on day D = sum of deltas up to D; resource-µs over [F, T) =
   sum over deltas before T of d * (T - max(t, F)), i.e. per row ``d*(T-F)`` before F and
-  ``d*T - moment`` inside: exact and one range scan.
+  ``d*T - moment`` inside: exact, and a few range scans.
 - ``outcomes``: create operations that ended, per day: CREATE_IN_PROGRESS -> CREATE_COMPLETE
   (with the time since the operation started: request or retry) or -> CREATE_FAILED.
 - ``failures``: every transition into a ``*_FAILED`` status, by status and reason.
+
+Every bucket table holds rows of three levels (column ``level``): per owner and day (the
+owner is a key dimension: roughly one row per deployment and day), per day without the
+owner, and per month without the owner (``day`` = the month's first day); the two
+rollups are sums of the owner-day rows, written with them by the live runner and summed
+once at the end of a replay (``after_replay``). A query that does not scope,
+filter or group by owner reads the rollups: whole months from the monthly rows, day rows
+only for the partial months at the edges of its range and for months in which it needs a
+running total on its own (``active`` per day or week). So ``active`` at day D = monthly
+deltas before month(D) + day deltas from the month's start to D, and resource-hours use
+the monthly rows of months wholly before or wholly inside the window.
 
 A small per-deployment table (``statistics_deployments``) holds what the transitions
 need; ``stream_version`` makes a repeated event a no-op, so every bucket change is applied
@@ -27,11 +38,12 @@ only that issuer's rows. Empty strings stand for "none" in key columns (primary 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from operator import itemgetter
 from typing import Any, Literal
 
+import msgspec
+from msgspec.structs import astuple, replace
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -43,8 +55,11 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
+    and_,
     case,
     func,
     literal,
@@ -67,11 +82,11 @@ from domain.deployments import (
     DeploymentUpdateRequested,
     event_tag,
 )
-from eventstore.projection import query_tables
+from eventstore.projection import is_replaying, query_tables
 from eventstore.records import RecordedEvent
 
 NAME = "statistics"
-VERSION = 1
+VERSION = 2
 
 S = DeploymentStatus
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -84,7 +99,6 @@ _HANDLED = (DeploymentRequested, DeploymentUpdateRequested, DeploymentDeletionRe
 DIMENSIONS = ("owner_issuer", "owner_subject", "user_group", "template_type", "provider_id",
               "provider_name", "region")
 """Key columns every bucket table shares (then ``day``, then the table's own keys)."""
-ISSUER_DIMENSIONS = tuple(d for d in DIMENSIONS if d != "owner_subject")
 
 FAILED = frozenset({S.CREATE_FAILED, S.UPDATE_FAILED, S.DELETE_FAILED})
 
@@ -97,9 +111,13 @@ def micros(moment: datetime) -> int:
 # ---------------------------------------------------------------- per-deployment facts
 
 
-@dataclass(frozen=True, slots=True)
-class Facts:
-    """What the statistics know of one deployment after some version of its stream."""
+class Facts(msgspec.Struct, frozen=True, kw_only=True):
+    """What the statistics know of one deployment after some version of its stream.
+
+    A frozen msgspec Struct (fields in the order of the facts table's columns): a rebuild
+    makes one copy per event, and ``msgspec.structs.replace`` is C where
+    ``dataclasses.replace`` is Python.
+    """
 
     id: str
     stream_version: int
@@ -125,57 +143,94 @@ class Facts:
 
     @property
     def active(self) -> bool:
-        return self.ever_completed and self.status != S.DELETE_COMPLETE.value
+        return self.ever_completed and self.status != _DELETE_COMPLETE
+
+
+_DELETE_COMPLETE = S.DELETE_COMPLETE.value
+
+
+def _requested(facts: Facts | None, event: Any, version: int) -> Facts:
+    resources = event.requested_resources
+    return Facts(
+        id=event.deployment_id, stream_version=version, owner_issuer=event.owner.issuer,
+        owner_subject=event.owner.subject, user_group=event.user_group or "",
+        template_type=event.template_identity.type, provider_id="", provider_name="",
+        region="", created_day=event.occurred_at.astimezone(UTC).date(),
+        status=S.CREATE_IN_PROGRESS.value, vcpus=resources.vcpus, ram_mb=resources.ram_mb,
+        gpus=resources.gpus, ever_completed=False, operation_started_at=event.occurred_at)
+
+
+def _update_requested(facts: Facts, event: Any, version: int) -> Facts:
+    resources = event.requested_resources
+    return replace(facts, stream_version=version, status=S.UPDATE_IN_PROGRESS.value,
+                   template_type=event.template_identity.type, vcpus=resources.vcpus,
+                   ram_mb=resources.ram_mb, gpus=resources.gpus)
+
+
+def _to_status(status: str) -> Any:
+    def evolve(facts: Facts, event: Any, version: int) -> Facts:
+        return replace(facts, stream_version=version, status=status)
+    return evolve
+
+
+def _status_reset(facts: Facts, event: Any, version: int) -> Facts:
+    return replace(facts, stream_version=version, status=event.to_status.value)
+
+
+def _retry_requested(facts: Facts, event: Any, version: int) -> Facts:
+    return replace(facts, stream_version=version, status=S.CREATE_IN_PROGRESS.value,
+                   operation_started_at=event.occurred_at)
+
+
+def _attempt_started(facts: Facts, event: Any, version: int) -> Facts:
+    site = event.site
+    return replace(facts, stream_version=version, provider_id=site.provider_id,
+                   provider_name=site.provider_name, region=site.region or "")
+
+
+def _completed(facts: Facts, event: Any, version: int) -> Facts:
+    ever_completed = facts.ever_completed or event.status == S.CREATE_COMPLETE
+    site = event.site
+    if site is None:
+        return replace(facts, stream_version=version, status=event.status.value,
+                       ever_completed=ever_completed)
+    return replace(facts, stream_version=version, status=event.status.value,
+                   ever_completed=ever_completed, provider_id=site.provider_id,
+                   provider_name=site.provider_name, region=site.region or "")
+
+
+def _failed(facts: Facts, event: Any, version: int) -> Facts:
+    return replace(facts, stream_version=version, status=event.status.value)
+
+
+# One copy per event, chosen by the event's exact type: a dict lookup instead of a chain
+# of isinstance checks (match/case on classes goes through ABC instance checks).
+_EVOLVE: dict[type, Any] = {
+    DeploymentUpdateRequested: _update_requested,
+    DeploymentDeletionRequested: _to_status(S.DELETE_IN_PROGRESS.value),
+    DeploymentStatusReset: _status_reset,
+    DeploymentRetryRequested: _retry_requested,
+    DeploymentAttemptStarted: _attempt_started,
+    DeploymentCompleted: _completed,
+    DeploymentFailed: _failed,
+    DeploymentDeleted: _to_status(S.DELETE_COMPLETE.value),
+    DeploymentDeletionFailed: _to_status(S.DELETE_FAILED.value),
+}
+assert set(_EVOLVE) | {DeploymentRequested} == set(_HANDLED)
 
 
 def evolve_facts(facts: Facts | None, event: Any, version: int) -> Facts | None:
     """The facts after ``event`` (a decoded deployment event), mirroring the domain's evolve
     for the fields statistics use. None: no deployment yet (an event before its request)."""
-    if isinstance(event, DeploymentRequested):
-        resources = event.requested_resources
-        return Facts(
-            id=event.deployment_id, stream_version=version, owner_issuer=event.owner.issuer,
-            owner_subject=event.owner.subject, user_group=event.user_group or "",
-            template_type=event.template_identity.type, provider_id="", provider_name="",
-            region="", created_day=event.occurred_at.astimezone(UTC).date(),
-            status=S.CREATE_IN_PROGRESS.value, vcpus=resources.vcpus, ram_mb=resources.ram_mb,
-            gpus=resources.gpus, ever_completed=False, operation_started_at=event.occurred_at)
+    kind = type(event)
+    if kind is DeploymentRequested:
+        return _requested(facts, event, version)
     if facts is None:
         return None
-    facts = replace(facts, stream_version=version)
-    match event:
-        case DeploymentUpdateRequested():
-            resources = event.requested_resources
-            return replace(facts, status=S.UPDATE_IN_PROGRESS.value,
-                           template_type=event.template_identity.type, vcpus=resources.vcpus,
-                           ram_mb=resources.ram_mb, gpus=resources.gpus)
-        case DeploymentDeletionRequested():
-            return replace(facts, status=S.DELETE_IN_PROGRESS.value)
-        case DeploymentStatusReset():
-            return replace(facts, status=event.to_status.value)
-        case DeploymentRetryRequested():
-            return replace(facts, status=S.CREATE_IN_PROGRESS.value,
-                           operation_started_at=event.occurred_at)
-        case DeploymentAttemptStarted():
-            return _at_site(facts, event.site)
-        case DeploymentCompleted():
-            if event.site is not None:
-                facts = _at_site(facts, event.site)
-            return replace(facts, status=event.status.value,
-                           ever_completed=facts.ever_completed
-                           or event.status == S.CREATE_COMPLETE)
-        case DeploymentFailed():
-            return replace(facts, status=event.status.value)
-        case DeploymentDeleted():
-            return replace(facts, status=S.DELETE_COMPLETE.value)
-        case DeploymentDeletionFailed():
-            return replace(facts, status=S.DELETE_FAILED.value)
-    return facts
-
-
-def _at_site(facts: Facts, site: Any) -> Facts:
-    return replace(facts, provider_id=site.provider_id, provider_name=site.provider_name,
-                   region=site.region or "")
+    evolve = _EVOLVE.get(kind)
+    if evolve is None:
+        return replace(facts, stream_version=version)
+    return evolve(facts, event, version)  # type: ignore[no-any-return]
 
 
 def status_reason(event: Any) -> str:
@@ -225,44 +280,74 @@ def record_changes(changes: Changes, before: Facts | None, after: Facts | None,
     """What one event changes in the buckets, given the facts before and after it."""
     if after is None:
         return
-    day = occurred_at.astimezone(UTC).date()
-    created_before = ((*before.dimensions, before.created_day, before.status),
-                      (1, before.vcpus, before.ram_mb, before.gpus)) if before else None
-    created_after = ((*after.dimensions, after.created_day, after.status),
-                     (1, after.vcpus, after.ram_mb, after.gpus))
-    if created_before != created_after:
-        if created_before is not None:
-            _add(changes.created, created_before[0], [-v for v in created_before[1]])
-        _add(changes.created, created_after[0], created_after[1])
-    active_before = ((before.dimensions, (1, before.vcpus, before.ram_mb, before.gpus))
-                     if before is not None and before.active else None)
-    active_after = ((after.dimensions, (1, after.vcpus, after.ram_mb, after.gpus))
-                    if after.active else None)
-    if active_before != active_after:
+    dims = after.dimensions
+    amounts = (1, after.vcpus, after.ram_mb, after.gpus)
+    if before is None:  # a new deployment: created, not active yet, no transition
+        _add(changes.created, (*dims, after.created_day, after.status), amounts)
+        return
+    old_dims = before.dimensions
+    old_amounts = (1, before.vcpus, before.ram_mb, before.gpus)
+    moved = old_dims != dims or old_amounts != amounts
+    if moved or before.status != after.status or before.created_day != after.created_day:
+        _add(changes.created, (*old_dims, before.created_day, before.status),
+             [-v for v in old_amounts])
+        _add(changes.created, (*dims, after.created_day, after.status), amounts)
+    was_active, active = before.active, after.active
+    if (was_active or active) and (was_active != active or moved):
+        day = occurred_at.astimezone(UTC).date()
         t = micros(occurred_at)
-        for sign, side in ((-1, active_before), (1, active_after)):
-            if side is None:
-                continue
-            dims, amounts = side
-            deltas = [sign * a for a in amounts]
-            # active, vcpus, ram, gpus, then the moments d*t of the three resources
-            _add(changes.activity, (*dims, day), [*deltas, *(d * t for d in deltas[1:])])
-    if before is not None and before.status != after.status:
+        # active, vcpus, ram, gpus, then the moments d*t of the three resources
+        if was_active:
+            _add(changes.activity, (*old_dims, day),
+                 [-v for v in old_amounts] + [-v * t for v in old_amounts[1:]])
+        if active:
+            _add(changes.activity, (*dims, day), [*amounts, *(v * t for v in amounts[1:])])
+    if before.status != after.status:
+        day = occurred_at.astimezone(UTC).date()
         if before.status == S.CREATE_IN_PROGRESS and after.status == S.CREATE_COMPLETE:
             took = micros(occurred_at) - micros(after.operation_started_at)
-            _add_outcome(changes.outcomes, (*after.dimensions, day), succeeded=True, took=took)
+            _add_outcome(changes.outcomes, (*dims, day), succeeded=True, took=took)
         elif before.status == S.CREATE_IN_PROGRESS and after.status == S.CREATE_FAILED:
-            _add_outcome(changes.outcomes, (*after.dimensions, day), succeeded=False, took=0)
+            _add_outcome(changes.outcomes, (*dims, day), succeeded=False, took=0)
         if after.status in FAILED:
-            key = (*after.dimensions, day, after.status, reason)
+            key = (*dims, day, after.status, reason)
             changes.failures[key] = changes.failures.get(key, 0) + 1
+
+
+# ---------------------------------------------------------------- levels
+
+OWNER_DAY, DAY, MONTH = 0, 1, 2
+"""Row levels of every bucket table (column ``level``): per owner and day (the owner is a
+key), all owners of the issuer per day (``owner_subject`` is ''), and all owners per month
+(``day`` is the month's first day). The two rollups are sums of the owner-day rows,
+computed by Postgres in the statement that writes them (``_upsert_levels``), or at the
+end of a replay (``after_replay``)."""
 
 
 # ---------------------------------------------------------------- tables
 
 
-def _dimension_columns() -> list[Column[Any]]:
-    return [Column(name, Text, primary_key=True) for name in DIMENSIONS]
+_KEY_TEXT = Text(collation="C")
+"""Key columns compare bytes: every write probes a primary key of up to eleven text
+columns, and a locale collation (even C.UTF-8) compares them with strcoll."""
+
+
+def _bucket_table(name: str, metadata: MetaData, keys: Sequence[Column[Any]],
+                  values: Sequence[Column[Any]]) -> Table:
+    """Columns level, dimensions, day, ``keys``, ``values`` (the order rows are written in);
+    primary key issuer, level, day first: every rollup query is one range of it."""
+    table = Table(
+        name, metadata, Column("level", SmallInteger, nullable=False),
+        *(Column(d, _KEY_TEXT, nullable=False) for d in DIMENSIONS),
+        Column("day", Date, nullable=False), *keys, *values,
+        PrimaryKeyConstraint("owner_issuer", "level", "day",
+                             *(d for d in DIMENSIONS if d != "owner_issuer"),
+                             *(k.name for k in keys)))
+    # One owner's rows (a user, or an admin's owner filter); an issuer's owner-day rows
+    # are the primary key's (issuer, level 0, day) range.
+    Index(f"{name}_owner_day", table.c.owner_issuer, table.c.owner_subject, table.c.day,
+          postgresql_where=table.c.level == OWNER_DAY)
+    return table
 
 
 class StatisticsProjection:
@@ -285,59 +370,28 @@ class StatisticsProjection:
             Column("ever_completed", Boolean, nullable=False),
             Column("operation_started_at", DateTime(timezone=True), nullable=False),
         )
-        created = Table(
-            f"{NAME}_created_v{version}", metadata, *_dimension_columns(),
-            Column("day", Date, primary_key=True),
-            Column("status", Text, primary_key=True),
-            Column("deployments", BigInteger, nullable=False),
-            Column("vcpus", BigInteger, nullable=False),
-            Column("ram_mb", BigInteger, nullable=False),
-            Column("gpus", BigInteger, nullable=False),
-        )
-        activity = Table(
-            f"{NAME}_activity_v{version}", metadata, *_dimension_columns(),
-            Column("day", Date, primary_key=True),
-            Column("active", BigInteger, nullable=False),
-            Column("vcpus", BigInteger, nullable=False),
-            Column("ram_mb", BigInteger, nullable=False),
-            Column("gpus", BigInteger, nullable=False),
-            Column("vcpus_moment", Numeric, nullable=False),
-            Column("ram_mb_moment", Numeric, nullable=False),
-            Column("gpus_moment", Numeric, nullable=False),
-        )
-        outcomes = Table(
-            f"{NAME}_outcomes_v{version}", metadata, *_dimension_columns(),
-            Column("day", Date, primary_key=True),
-            Column("succeeded", BigInteger, nullable=False),
-            Column("failed", BigInteger, nullable=False),
-            Column("total_us", Numeric, nullable=False),
-            Column("min_us", BigInteger),
-            Column("max_us", BigInteger),
-        )
-        failures = Table(
-            f"{NAME}_failures_v{version}", metadata, *_dimension_columns(),
-            Column("day", Date, primary_key=True),
-            Column("status", Text, primary_key=True),
-            Column("reason", Text, primary_key=True),
-            Column("failures", BigInteger, nullable=False),
-        )
-        # The activity deltas again without the owner: what admins' "active" and
-        # "resources" views read (they sum every delta before the range, and the owner is
-        # the dimension that multiplies rows).
-        issuer_activity = Table(
-            f"{NAME}_issuer_activity_v{version}", metadata,
-            *(Column(name, Text, primary_key=True) for name in ISSUER_DIMENSIONS),
-            *(Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-              for c in activity.c if c.name not in DIMENSIONS))
-        # Every query is one issuer's day range (admins), or one owner's (users; their
-        # groups' rows come from the issuer range with a group filter).
-        for table in (created, activity, outcomes, failures):
-            Index(f"{table.name}_issuer_day", table.c.owner_issuer, table.c.day)
-            Index(f"{table.name}_owner_day", table.c.owner_issuer, table.c.owner_subject,
-                  table.c.day)
-        Index(f"{issuer_activity.name}_issuer_day", issuer_activity.c.owner_issuer,
-              issuer_activity.c.day)
-        return [deployments, created, activity, outcomes, failures, issuer_activity]
+        created = _bucket_table(
+            f"{NAME}_created_v{version}", metadata, [Column("status", _KEY_TEXT, nullable=False)],
+            [Column(n, BigInteger, nullable=False)
+             for n in ("deployments", "vcpus", "ram_mb", "gpus")])
+        activity = _bucket_table(
+            f"{NAME}_activity_v{version}", metadata, [],
+            [*(Column(n, BigInteger, nullable=False)
+               for n in ("active", "vcpus", "ram_mb", "gpus")),
+             *(Column(n, Numeric, nullable=False)
+               for n in ("vcpus_moment", "ram_mb_moment", "gpus_moment"))])
+        outcomes = _bucket_table(
+            f"{NAME}_outcomes_v{version}", metadata, [],
+            [Column("succeeded", BigInteger, nullable=False),
+             Column("failed", BigInteger, nullable=False),
+             Column("total_us", Numeric, nullable=False),
+             Column("min_us", BigInteger), Column("max_us", BigInteger)])
+        failures = _bucket_table(
+            f"{NAME}_failures_v{version}", metadata,
+            [Column("status", _KEY_TEXT, nullable=False),
+             Column("reason", _KEY_TEXT, nullable=False)],
+            [Column("failures", BigInteger, nullable=False)])
+        return [deployments, created, activity, outcomes, failures]
 
     async def apply(self, conn: AsyncConnection, event: RecordedEvent, decoded: Any,
                     tables: Sequence[Table]) -> None:
@@ -346,7 +400,7 @@ class StatisticsProjection:
     async def apply_batch(self, conn: AsyncConnection,
                           items: Sequence[tuple[RecordedEvent, Any]],
                           tables: Sequence[Table]) -> None:
-        deployments, created, activity, outcomes, failures, issuer_activity = tables
+        deployments, created, activity, outcomes, failures = tables
         ids = sorted({decoded.deployment_id for _, decoded in items})
         if not ids:
             return
@@ -355,7 +409,7 @@ class StatisticsProjection:
         driver = await _driver(conn)
         rows = await driver.fetch(
             f"SELECT * FROM {_name(deployments)} WHERE id = ANY($1::text[]) FOR UPDATE", ids)
-        known: dict[str, Facts] = {row["id"]: Facts(**dict(row)) for row in rows}
+        known: dict[str, Facts] = {row["id"]: Facts(**row) for row in rows}
         touched: set[str] = set()
         changes = Changes.empty()
         for event, decoded in items:
@@ -371,22 +425,25 @@ class StatisticsProjection:
         if touched:
             names = [c.name for c in deployments.c]
             await _upsert(driver, deployments, ["id"],
-                          [[getattr(known[i], n) for n in names] for i in sorted(touched)],
+                          [astuple(known[i]) for i in sorted(touched)],
                           {n: "EXCLUDED" for n in names if n != "id"})
-        await _upsert_sums(driver, created, changes.created,
-                           ("deployments", "vcpus", "ram_mb", "gpus"), ("day", "status"))
-        activity_values = ("active", "vcpus", "ram_mb", "gpus", "vcpus_moment",
-                           "ram_mb_moment", "gpus_moment")
-        await _upsert_sums(driver, activity, changes.activity, activity_values, ("day",))
-        per_issuer: dict[tuple[Any, ...], list[int]] = {}
-        for key, amounts in changes.activity.items():
-            _add(per_issuer, (key[0], *key[2:]), amounts)
-        await _upsert_sums(driver, issuer_activity, per_issuer, activity_values, ("day",),
-                           dimensions=ISSUER_DIMENSIONS)
-        await _upsert_sums(driver, outcomes, changes.outcomes,
-                           ("succeeded", "failed", "total_us", "min_us", "max_us"), ("day",))
-        await _upsert_sums(driver, failures, {k: [v] for k, v in changes.failures.items()},
-                           ("failures",), ("day", "status", "reason"))
+        # A replay (a new build, or an audit replay into a scratch schema: nothing else
+        # writes its tables) writes owner-day rows only; after_replay sums the rollups
+        # once instead of every batch updating them.
+        rollups = not is_replaying()
+        await _upsert_levels(driver, created, changes.created, rollups=rollups)
+        await _upsert_levels(driver, activity, changes.activity, rollups=rollups)
+        await _upsert_levels(driver, outcomes, changes.outcomes, rollups=rollups)
+        await _upsert_levels(driver, failures, {k: [v] for k, v in changes.failures.items()},
+                             rollups=rollups)
+
+    async def after_replay(self, conn: AsyncConnection, tables: Sequence[Table]) -> None:
+        """The rollups of every owner-day row, computed again from scratch (run by
+        ``replay`` at its end, in one transaction)."""
+        driver = await _driver(conn)
+        for table in tables[1:]:
+            await driver.execute(f"DELETE FROM {_name(table)} WHERE level <> {OWNER_DAY}")
+            await driver.execute(_levels_sql(table, "rollups"))
 
 
 projection = StatisticsProjection()
@@ -403,14 +460,15 @@ def _name(table: Table) -> str:
 
 
 _ARRAY_TYPES = {"TEXT": "text[]", "DATE": "date[]", "BIGINT": "bigint[]",
-                "INTEGER": "integer[]", "NUMERIC": "numeric[]", "BOOLEAN": "boolean[]",
-                "DATETIME": "timestamptz[]", "TIMESTAMP": "timestamptz[]"}
+                "INTEGER": "integer[]", "SMALLINT": "smallint[]", "NUMERIC": "numeric[]",
+                "BOOLEAN": "boolean[]", "DATETIME": "timestamptz[]",
+                "TIMESTAMP": "timestamptz[]"}
 
 # How a repeated key merges: sums add, extremes keep the least/greatest (NULL ignored).
 _MERGE = {"min_us": "least", "max_us": "greatest"}
 
 
-async def _upsert(driver: Any, table: Table, keys: Sequence[str], rows: list[list[Any]],
+async def _upsert(driver: Any, table: Table, keys: Sequence[str], rows: Sequence[Sequence[Any]],
                   merge: dict[str, str]) -> None:
     """INSERT ... SELECT FROM unnest(arrays) ON CONFLICT (keys) DO UPDATE: ``merge`` maps a
     column to ``EXCLUDED`` (replace), ``add``, ``least`` or ``greatest``."""
@@ -436,21 +494,81 @@ async def _upsert(driver: Any, table: Table, keys: Sequence[str], rows: list[lis
         *arrays)
 
 
-async def _upsert_sums(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]],
-                       values: Sequence[str], extra_keys: Sequence[str], *,
-                       dimensions: Sequence[str] = DIMENSIONS) -> None:
-    keys = [*dimensions, *extra_keys]
-    order = [c.name for c in table.c]
-    rows = []
-    # Sorted keys: concurrent batches lock rows in the same order (no deadlocks).
-    for key, amounts in sorted(sums.items(), key=itemgetter(0)):
-        if not any(amounts):
-            continue  # e.g. a status left and re-entered in one batch: no empty rows
-        by_name = {**dict(zip(keys, key, strict=True)), **dict(zip(values, amounts,
-                                                                    strict=True))}
-        rows.append([by_name[name] for name in order])
+def _cast(column: Column[Any]) -> str:
+    return _ARRAY_TYPES[str(column.type.compile()).split("(")[0].split(" ")[0]]
+
+
+_LEVELS_SQL: dict[tuple[str, str | None, str], str] = {}
+
+
+def _levels_sql(table: Table, part: Literal["all", "owner_day", "rollups"] = "all") -> str:
+    """INSERT ... SELECT of the owner-day rows given as arrays and of their two rollups
+    (GROUP BY without the owner, per day and per month), all in key order, ON CONFLICT
+    adding sums and keeping extremes. (Column names are plain identifiers.)
+
+    ``owner_day``: those rows only (a replay). ``rollups``: no arguments; the rollups of
+    every owner-day row of the table, into a table without rollup rows (after a replay).
+    """
+    key = (table.name, table.schema, part)
+    if key in _LEVELS_SQL:
+        return _LEVELS_SQL[key]
+    given = [c for c in table.c if c.name != "level"]
+    names = ", ".join(c.name for c in given)
+    values = [c for c in table.c if not c.primary_key]
+    own_keys = [c.name for c in given
+                if c.primary_key and c.name not in DIMENSIONS and c.name != "day"]
+    rollup_dims = [d for d in DIMENSIONS if d not in ("owner_issuer", "owner_subject")]
+
+    def aggregate(column: Column[Any]) -> str:
+        how = _MERGE.get(column.name, "add")
+        if how == "add":
+            return f"sum({column.name})" + ("" if isinstance(column.type, Numeric)
+                                            else "::bigint")
+        return f"{'min' if how == 'least' else 'max'}({column.name})"
+
+    def nonzero(column: Column[Any]) -> str:
+        if _MERGE.get(column.name, "add") == "add":
+            return f"sum({column.name}) <> 0"
+        return f"{aggregate(column)} IS NOT NULL"
+
+    def rollup(level: int, day: str) -> str:
+        groups = ", ".join(["owner_issuer", *rollup_dims, day, *own_keys])
+        columns = ", ".join([*rollup_dims, day, *own_keys, *(aggregate(c) for c in values)])
+        return (f"SELECT {level}, owner_issuer, '', {columns} FROM owner_day "
+                f"GROUP BY {groups} HAVING {' OR '.join(nonzero(c) for c in values)}")
+
+    updates = ", ".join(
+        f"{c.name} = t.{c.name} + EXCLUDED.{c.name}" if _MERGE.get(c.name, "add") == "add"
+        else f"{c.name} = {_MERGE[c.name]}(t.{c.name}, EXCLUDED.{c.name})" for c in values)
+    arrays = ", ".join(f"${i + 1}::{_cast(c)}" for i, c in enumerate(given))
+    pk = ", ".join(c.name for c in table.primary_key.columns)
+    month = "(day - extract(day FROM day)::int + 1)"
+    rollups = f"{rollup(DAY, 'day')} UNION ALL {rollup(MONTH, month)}"
+    if part == "rollups":
+        return (f"WITH owner_day AS (SELECT {names} FROM {_name(table)} "
+                f"WHERE level = {OWNER_DAY}) "
+                f"INSERT INTO {_name(table)} (level, {names}) {rollups}")
+    if part == "owner_day":
+        rollups = f"SELECT 0, {names} FROM owner_day WHERE false"
+    sql = (f"WITH owner_day AS (SELECT * FROM unnest({arrays}) AS u({names})) "
+           f"INSERT INTO {_name(table)} AS t (level, {names}) "
+           f"SELECT * FROM (SELECT {OWNER_DAY} AS level, {names} FROM owner_day "
+           f"UNION ALL {rollups}) AS r "
+           f"ORDER BY {pk} ON CONFLICT ({pk}) DO UPDATE SET {updates}")
+    _LEVELS_SQL[key] = sql
+    return sql
+
+
+async def _upsert_levels(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]],
+                         *, rollups: bool = True) -> None:
+    """Add ``sums`` (owner-day rows keyed dimensions, day, the table's own keys) and their
+    rollups to the table: one statement, rows locked in key order (concurrent batches
+    never deadlock)."""
+    # No all-zero rows: e.g. a status left and re-entered in one batch.
+    rows = [(*key, *amounts) for key, amounts in sums.items() if any(amounts)]
     if rows:
-        await _upsert(driver, table, keys, rows, {v: _MERGE.get(v, "add") for v in values})
+        await driver.execute(_levels_sql(table, "all" if rollups else "owner_day"),
+                             *(list(c) for c in zip(*rows, strict=True)))
 
 
 def _sortable(key: tuple[Any, ...]) -> tuple[str, ...]:
@@ -512,10 +630,81 @@ def _scope(table: Table, f: StatisticsFilter, *, with_status: bool) -> list[Colu
     return terms
 
 
+def _month_end(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+
+
+def _needs_owner(f: StatisticsFilter, group_by: Sequence[str]) -> bool:
+    """Whether a query scopes, filters or groups by owner (then it reads owner-day rows)."""
+    return f.owner_subject is not None or f.owner is not None or "owner" in group_by
+
+
+def _days(table: Table, f: StatisticsFilter, group_by: Sequence[str], lo: date | None,
+          hi: date | None, *, cuts: Iterable[date] = (), months: bool = True
+          ) -> ColumnElement[bool]:
+    """The rows holding every delta of the days [lo, hi] (None: unbounded) exactly once.
+
+    Owner-day rows when the query needs the owner. Otherwise the issuer's rollups: a
+    month's row for each month inside [lo, hi] in which no ``cut`` (a day whose running
+    total the caller needs on its own) falls before the month's last day, day rows for the
+    other days (the partial months at the edges, and months with a cut). ``months=False``:
+    day rows only.
+    """
+    level, day = table.c.level, table.c.day
+    if _needs_owner(f, group_by):
+        terms = [level == OWNER_DAY]
+        if lo is not None:
+            terms.append(day >= lo)
+        if hi is not None:
+            terms.append(day <= hi)
+        return and_(*terms)
+    if not months:
+        split = None
+    else:
+        edges = [c for c in cuts if (lo is None or c >= lo) and (hi is None or c < hi)]
+        if lo is not None:
+            edges.append(lo - timedelta(days=1))
+        if hi is not None:
+            edges.append(hi)
+        split = sorted({c.replace(day=1) for c in edges if c != _month_end(c)
+                        and (lo is None or c >= lo.replace(day=1))})
+    if split is None:
+        terms = [level == DAY]
+        if lo is not None:
+            terms.append(day >= lo)
+        if hi is not None:
+            terms.append(day <= hi)
+        return and_(*terms)
+    # Day rows of the split months (adjacent months merged into one range).
+    ranges: list[list[date]] = []
+    for month in split:
+        first = month if lo is None else max(month, lo)
+        last = _month_end(month) if hi is None else min(_month_end(month), hi)
+        if ranges and ranges[-1][1] + timedelta(days=1) == first:
+            ranges[-1][1] = last
+        else:
+            ranges.append([first, last])
+    monthly = [level == MONTH]
+    if lo is not None:
+        monthly.append(day >= lo)
+    if hi is not None:
+        monthly.append(day <= hi)
+    if split:
+        monthly.append(day.not_in(split))
+    parts = [and_(*monthly)]
+    parts += [and_(level == DAY, day >= first, day <= last) for first, last in ranges]
+    return or_(*parts)
+
+
 def _bucket(column: Any, interval: Interval) -> Any:
+    """The period a day row falls in: date arithmetic (date_trunc goes through timestamps
+    with time zone, which cost more than the aggregation itself on day ranges)."""
     if interval == "total":
         return literal(None).label("period")
-    return func.date_trunc(interval, column).cast(Date).label("period")
+    if interval == "day":
+        return column.label("period")
+    field = "isodow" if interval == "week" else "day"
+    return (column - (func.extract(field, column).cast(Integer) - 1)).label("period")
 
 
 def _group_columns(table: Table, group_by: Sequence[str]) -> list[Any]:
@@ -527,26 +716,27 @@ def _group_columns(table: Table, group_by: Sequence[str]) -> list[Any]:
     return [table.c[name] for name in names]
 
 
+_NONE_IF_EMPTY = frozenset((*DIMENSIONS, "status", "reason"))
+
+
 def _rows(result: Any) -> list[dict[str, Any]]:
+    """Result rows as dicts; '' (none) in a key column as None."""
+    names = [str(key) for key in result.keys()]
+    empty = [index for index, name in enumerate(names) if name in _NONE_IF_EMPTY]
     out = []
-    for row in result.mappings():
-        item = {}
-        for key, value in row.items():
-            name = str(key)
-            if name in DIMENSIONS or name in ("status", "reason"):
-                value = value or None
-            item[name] = value
-        out.append(item)
+    for row in result.all():
+        values = list(row)
+        for index in empty:
+            values[index] = values[index] or None
+        out.append(dict(zip(names, values, strict=True)))
     return out
 
 
-def _activity_table(version: int, schema: str | None, f: StatisticsFilter,
-                    group_by: Sequence[str]) -> Table:
-    """The owner-less rollup unless the query scopes, filters or groups by owner."""
-    tables = query_tables(projection, version, schema)
-    if f.owner_subject is None and f.owner is None and "owner" not in group_by:
-        return tables[5]
-    return tables[2]
+def _in_range(table: Table, f: StatisticsFilter, group_by: Sequence[str],
+              interval: Interval) -> ColumnElement[bool]:
+    """The rows of [start, end] for a query bucketed by ``interval``: whole months from
+    the monthly rollup unless the buckets are days or weeks."""
+    return _days(table, f, group_by, f.start, f.end, months=interval in ("month", "total"))
 
 
 async def deployment_counts(conn: AsyncConnection, version: int, f: StatisticsFilter, *,
@@ -557,10 +747,7 @@ async def deployment_counts(conn: AsyncConnection, version: int, f: StatisticsFi
     period = _bucket(created.c.day, interval)
     groups = _group_columns(created, group_by)
     terms = _scope(created, f, with_status=True)
-    if f.start is not None:
-        terms.append(created.c.day >= f.start)
-    if f.end is not None:
-        terms.append(created.c.day <= f.end)
+    terms.append(_in_range(created, f, group_by, interval))
     query = (select(period, *groups,
                     func.sum(created.c.deployments).label("deployments"),
                     func.sum(created.c.vcpus).label("vcpus"),
@@ -604,37 +791,50 @@ async def active_deployments(conn: AsyncConnection, version: int, f: StatisticsF
                              today: date, schema: str | None = None) -> list[dict[str, Any]]:
     """Deployments active (and the resources they hold) at the end of each period's last
     day; ``interval=total`` with no range gives "active now"."""
-    activity = _activity_table(version, schema, f, group_by)
+    activity = query_tables(projection, version, schema)[2]
     end = min(f.end or today, today)
     start = f.start or end
     if start > end:
         return []
+    periods = _periods(start, end, interval)
     groups = _group_columns(activity, [g for g in group_by if g != "status"])
     terms = _scope(activity, f, with_status=False)
-    terms.append(activity.c.day <= end)
+    # Every delta up to the last period's end; a running total is needed at each
+    # period's end (rows before ``start`` all count at ``start``).
+    terms.append(_days(activity, f, group_by, None, end, cuts=[last for _, last in periods]))
     first_day = case((activity.c.day < start, literal(start)), else_=activity.c.day)
     query = (select(first_day.label("day"), *groups,
                     *(func.sum(activity.c[n]).label(n)
                       for n in ("active", "vcpus", "ram_mb", "gpus")))
              .where(*terms).group_by(first_day, *groups).order_by(first_day, *groups))
-    deltas = _rows(await conn.execute(query))
     names = [c.name for c in groups]
+    deltas = [(row[0], tuple(key or None for key in row[1:-4]), row[-4:])
+              for row in (await conn.execute(query)).all()]
     running: dict[tuple[Any, ...], list[int]] = {}
+    order: list[tuple[Any, ...]] = []
     out: list[dict[str, Any]] = []
     index = 0
-    for first, last in _periods(start, end, interval):
-        while index < len(deltas) and deltas[index]["day"] <= last:
-            row = deltas[index]
-            key = tuple(row[n] for n in names)
-            _add(running, key, [int(row[n]) for n in ("active", "vcpus", "ram_mb", "gpus")])
+    for first, last in periods:
+        added = False
+        while index < len(deltas) and deltas[index][0] <= last:
+            _, key, amounts = deltas[index]
+            known = running.get(key)
+            if known is None:
+                running[key] = [int(a) for a in amounts]
+                added = True
+            else:
+                for position, amount in enumerate(amounts):
+                    known[position] += int(amount)
             index += 1
-        for key, (active, vcpus, ram, gpus) in sorted(running.items(), key=lambda i:
-                                                      _sortable(i[0])):
+        if added:
+            order = sorted(running, key=_sortable)
+        period = None if interval == "total" else first
+        for key in order:
+            active, vcpus, ram, gpus = running[key]
             if active == 0 and vcpus == 0 and ram == 0 and gpus == 0:
                 continue
-            out.append({"period": None if interval == "total" else first, "at": last,
-                        **dict(zip(names, key, strict=True)), "active": active,
-                        "vcpus": vcpus, "ram_mb": ram, "gpus": gpus})
+            out.append({"period": period, "at": last, **dict(zip(names, key, strict=True)),
+                        "active": active, "vcpus": vcpus, "ram_mb": ram, "gpus": gpus})
     return out
 
 
@@ -643,7 +843,7 @@ async def resource_hours(conn: AsyncConnection, version: int, f: StatisticsFilte
                          schema: str | None = None) -> list[dict[str, Any]]:
     """vCPU-, RAM-GB- and GPU-hours held by active deployments within [start, end] (whole
     UTC days, clipped to ``now``)."""
-    activity = _activity_table(version, schema, f, group_by)
+    activity = query_tables(projection, version, schema)[2]
     today = now.astimezone(UTC).date()
     end_day = f.end or today
     start_day = f.start or date(1970, 1, 1)
@@ -656,24 +856,35 @@ async def resource_hours(conn: AsyncConnection, version: int, f: StatisticsFilte
     groups = _group_columns(activity, [g for g in group_by if g != "status"])
     terms = _scope(activity, f, with_status=False)
     # Rows of days that end before the window does (the window ends at a midnight, or now:
-    # today's rows hold no later instants than now).
-    terms.append(activity.c.day <= (window_end - _US).date())
+    # today's rows hold no later instants than now); a row lies wholly before the window
+    # or wholly inside it (a cut at the day before it starts).
+    terms.append(_days(activity, f, group_by, None, (window_end - _US).date(),
+                       cuts=[start_day - timedelta(days=1)]))
 
-    def held(resource: str) -> Any:
-        # numeric: a RAM delta in MB times µs since the epoch overflows bigint
-        delta, moment = activity.c[resource].cast(Numeric), activity.c[f"{resource}_moment"]
-        return func.sum(case((activity.c.day < start_day, delta * (t_end - t_start)),
-                             else_=delta * t_end - moment)).label(resource)
-
-    query = (select(*groups, held("vcpus"), held("ram_mb"), held("gpus"))
-             .where(*terms).group_by(*groups).order_by(*groups))
+    # Per row d*(T-F) before the window and d*T - moment inside it, summed as
+    # (T-F)*sum(d before) + T*sum(d inside) - sum(moment inside): no numeric product per
+    # row (a RAM delta in MB times µs since the epoch overflows bigint: numeric moments).
+    before = activity.c.day < start_day
+    resources = ("vcpus", "ram_mb", "gpus")
+    sums = []
+    for resource in resources:
+        sums += [func.sum(activity.c[resource]).filter(before),
+                 func.sum(activity.c[resource]).filter(~before),
+                 func.sum(activity.c[f"{resource}_moment"]).filter(~before)]
+    query = (select(*groups, *sums).where(*terms).group_by(*groups).order_by(*groups))
+    names = [c.name for c in groups]
     out = []
-    for row in _rows(await conn.execute(query)):
-        vcpu_us, ram_us, gpu_us = (int(row.pop(n) or 0) for n in ("vcpus", "ram_mb", "gpus"))
+    for row in (await conn.execute(query)).all():
+        held = []
+        for position in range(len(names), len(names) + 9, 3):
+            d_before, d_inside, moment = (int(v or 0) for v in row[position:position + 3])
+            held.append((t_end - t_start) * d_before + t_end * d_inside - moment)
+        vcpu_us, ram_us, gpu_us = held
         if vcpu_us == 0 and ram_us == 0 and gpu_us == 0:
             continue
         hour = 3_600_000_000
-        out.append({**row, "vcpu_hours": vcpu_us / hour, "ram_gb_hours": ram_us / 1024 / hour,
+        out.append({**{n: v or None for n, v in zip(names, row, strict=False)},
+                    "vcpu_hours": vcpu_us / hour, "ram_gb_hours": ram_us / 1024 / hour,
                     "gpu_hours": gpu_us / hour})
     return out
 
@@ -687,10 +898,7 @@ async def create_outcomes(conn: AsyncConnection, version: int, f: StatisticsFilt
     period = _bucket(outcomes.c.day, interval)
     groups = _group_columns(outcomes, [g for g in group_by if g != "status"])
     terms = _scope(outcomes, f, with_status=False)
-    if f.start is not None:
-        terms.append(outcomes.c.day >= f.start)
-    if f.end is not None:
-        terms.append(outcomes.c.day <= f.end)
+    terms.append(_in_range(outcomes, f, group_by, interval))
     query = (select(period, *groups, func.sum(outcomes.c.succeeded).label("succeeded"),
                     func.sum(outcomes.c.failed).label("failed"),
                     func.sum(outcomes.c.total_us).label("total_us"),
@@ -719,10 +927,7 @@ async def failure_reasons(conn: AsyncConnection, version: int, f: StatisticsFilt
     period = _bucket(failures.c.day, interval)
     groups = _group_columns(failures, [g for g in group_by if g != "status"])
     terms = _scope(failures, f, with_status=True)
-    if f.start is not None:
-        terms.append(failures.c.day >= f.start)
-    if f.end is not None:
-        terms.append(failures.c.day <= f.end)
+    terms.append(_in_range(failures, f, group_by, interval))
     keys = [*groups, failures.c.status, failures.c.reason]
     query = (select(period, *keys, func.sum(failures.c.failures).label("failures"))
              .where(*terms).group_by(period, *keys)

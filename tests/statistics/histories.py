@@ -47,7 +47,9 @@ from eventstore.command_service import CommandService
 from eventstore.records import Metadata
 
 S = DeploymentStatus
-T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+T0 = datetime(2026, 2, 24, 8, 0, tzinfo=UTC)
+"""Histories start within five days of T0 and run up to three weeks: they cross the end of
+February (the statistics keep monthly rollups next to the daily rows)."""
 SITES = [Site(provider_id="prov-a", provider_name="BACKBONE", region="cnaf"),
          Site(provider_id="prov-b", provider_name="CLOUD-VENETO", region=None),
          Site(provider_id="prov-c", provider_name="RECAS", region="ba")]
