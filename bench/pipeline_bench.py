@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Column, DateTime, MetaData, Table, Text, text
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench.common import median, percentile
 from eventstore.consumers import ConsumerSettings, ProjectionRunner, topics_for
@@ -18,7 +18,7 @@ from eventstore.rebuild import replay
 from eventstore.records import Metadata, RecordedEvent
 from eventstore.relay import KafkaRelay, ensure_topics
 from eventstore.store import EventStore, create_pool
-from orchestrator.settings import env, sqlalchemy_url
+from orchestrator.settings import database_engine, env
 from projections.event_counts import projection as event_counts
 from tests.eventstore.sample_events import incremented
 
@@ -64,7 +64,7 @@ async def run_rebuild(url: str, repeats: int, events: int = 200_000) -> dict[str
     pool = await create_pool(url, max_size=10)
     store = EventStore(pool)
     await fill(store, events)
-    engine = create_async_engine(sqlalchemy_url(url))
+    engine = database_engine(url)
     rates = []
     for attempt in range(repeats):
         version = 100 + attempt
@@ -111,7 +111,7 @@ async def run_e2e(url: str, rate: int = 500, seconds: float = 20.0) -> dict[str,
     bootstrap = env("ORCH_KAFKA_BOOTSTRAP") or ""
     pool = await create_pool(url, max_size=10)
     store = EventStore(pool)
-    engine = create_async_engine(sqlalchemy_url(url))
+    engine = database_engine(url)
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     topics = topics_for(prefix, ["bench"])
     await ensure_topics(bootstrap, topics, 4)

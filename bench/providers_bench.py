@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.auth import AuthSettings, TrustedIssuer
 from api.providers.ingestion import ProviderIngestion
@@ -39,7 +38,7 @@ from eventstore.projection import ProjectionVersions, create_tables, versioned_t
 from eventstore.records import LogPosition, Metadata
 from eventstore.store import EventStore, create_pool
 from orchestrator import bootstrap
-from orchestrator.settings import Settings, env, sqlalchemy_url
+from orchestrator.settings import Settings, database_engine, env
 from projections import provider_capacity, provider_catalogue
 from tests.oidc_issuer import LocalIssuer
 
@@ -149,7 +148,7 @@ def parse_all(trees: list[dict[str, Any]]) -> tuple[list[ObserveProvider], float
 
 async def project(store: EventStore, url: str) -> None:
     """Build version 1 of the two provider projections from the log and make it live."""
-    engine = create_async_engine(sqlalchemy_url(url))
+    engine = database_engine(url)
     registry = bootstrap.event_registry()
     versions = ProjectionVersions(engine)
     targets: list[tuple[Any, list[Any]]] = [(provider_catalogue.projection,

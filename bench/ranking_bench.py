@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy.ext.asyncio import create_async_engine
 
 import domain.deployments as deployments
 from domain.deployments import CreateDeployment
@@ -38,7 +37,7 @@ from eventstore.projection import ProjectionVersions, create_tables, versioned_t
 from eventstore.store import EventStore, create_pool
 from handlers.ranking import RankingHandler
 from orchestrator.bootstrap import SchedulingCatalogueReader, event_registry
-from orchestrator.settings import sqlalchemy_url
+from orchestrator.settings import database_engine
 from projections import provider_states, site_success
 from tests.domain.providers.support import IAM, catalogue_provider, make_flavor, make_image
 
@@ -107,7 +106,7 @@ async def run_rank(url: str, repeats: int) -> list[dict[str, object]]:
 
     # the same through the handler, its catalogue reader and the projection in Postgres
     pool = await create_pool(url)
-    engine = create_async_engine(sqlalchemy_url(url))
+    engine = database_engine(url)
     try:
         versions = ProjectionVersions(engine)
         async with engine.begin() as conn:

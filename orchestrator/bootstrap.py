@@ -26,7 +26,7 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 from litestar import Litestar
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.admin.audit import AuditController  # issue 7
 from api.admin.statistics import AdminStatisticsController, UserStatisticsController  # issue 7
@@ -119,7 +119,7 @@ from orchestrator.read_your_writes import (
     consumer_reached,
     event_log_position,
 )
-from orchestrator.settings import Settings, sqlalchemy_url
+from orchestrator.settings import Settings, database_engine
 from projections import airanker_dataset as airanker_dataset_view
 from projections import deployments as deployments_view
 from projections import provider_capacity as provider_capacity_view
@@ -734,8 +734,7 @@ async def build(settings: Settings, *, validator: TemplateChecker | None = None,
     """Every component, wired. ``validator``, ``type_hierarchy`` and ``deployer_info``
     replace the defaults (tests share one validator across systems)."""
     pool = await create_pool(settings.database_url)
-    engine = create_async_engine(sqlalchemy_url(settings.database_url), pool_size=10,
-                                 max_overflow=10)
+    engine = database_engine(settings.database_url, pool_size=10, max_overflow=10)
     store = EventStore(pool)
     registry = event_registry()
     # Read-your-writes: the command service remembers this process's deployment writes.

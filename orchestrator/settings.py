@@ -68,8 +68,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from api.auth import DEFAULT_ALGORITHMS, AuthSettings, TrustedIssuer
+from eventstore.store import SESSION_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_ENV_FILE = ROOT / ".run" / "env"
@@ -267,3 +269,10 @@ class Settings(msgspec.Struct, kw_only=True):
 def sqlalchemy_url(database_url: str) -> str:
     """The same database for SQLAlchemy's asyncpg dialect."""
     return database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def database_engine(database_url: str, **options: Any) -> AsyncEngine:
+    """The SQLAlchemy engine for read models, with the event store's session settings."""
+    return create_async_engine(sqlalchemy_url(database_url),
+                               connect_args={"server_settings": dict(SESSION_SETTINGS)},
+                               **options)
