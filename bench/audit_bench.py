@@ -261,12 +261,19 @@ async def run_audit(url: str, *, deployments: int = 100_000, queries: int = 300,
         if "history" in parts:
             results += await _history(store, engine, rng, ids, queries, scale)
         if "verify" in parts:
-            t0 = time.perf_counter()
-            report = await verify_log(store)
-            verify_seconds = time.perf_counter() - t0
-            assert report.intact and report.events == events
-            results.append({"name": "hash_verify_eps", "value": round(events / verify_seconds),
-                            "unit": "events/s", "target": ">= 200000", **scale})
+            # Three runs, the median reported: the first after a rebuild reads much of
+            # the log from disk (this machine's page cache holds about 10 GB of it).
+            runs = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                report = await verify_log(store)
+                runs.append(events / (time.perf_counter() - t0))
+                assert report.intact and report.events == events
+            from bench.common import median
+
+            results.append({"name": "hash_verify_eps", "value": round(median(runs)),
+                            "unit": "events/s", "target": ">= 200000",
+                            "runs": [round(r) for r in runs], **scale})
     finally:
         await engine.dispose()
         await pool.close()
