@@ -19,6 +19,7 @@ from typing import Any
 
 from api.admin.ports import StatisticsQuery
 from api.audit import entry
+from bench.common import median, percentile
 from domain.deployments import (
     CloudProviderEndpoint,
     DeploymentAttemptFailed,
@@ -48,8 +49,8 @@ from domain.deployments import (
 )
 from domain.identity import Actor, system_actor
 from eventstore.audit import verify_log
-from eventstore.projection import create_tables, drop_tables, versioned_tables
-from eventstore.rebuild import replay
+from eventstore.projection import ProjectionVersions, create_tables, versioned_tables
+from eventstore.rebuild import drop_version, replay
 from eventstore.records import Metadata
 from eventstore.store import EventStore, create_pool
 from orchestrator.audit_wiring import AuditLog, StatisticsReader
@@ -195,8 +196,6 @@ async def fill(store: EventStore, deployments: int, *, writers: int = 6,
 
 
 def _p99(samples: list[float]) -> float:
-    from bench.common import percentile
-
     return round(percentile(samples, 99) * 1000, 2)
 
 
@@ -269,8 +268,6 @@ async def run_audit(url: str, *, deployments: int = 100_000, queries: int = 300,
                 report = await verify_log(store)
                 runs.append(events / (time.perf_counter() - t0))
                 assert report.intact and report.events == events
-            from bench.common import median
-
             results.append({"name": "hash_verify_eps", "value": round(median(runs)),
                             "unit": "events/s", "target": ">= 200000",
                             "runs": [round(r) for r in runs], **scale})
@@ -282,26 +279,24 @@ async def run_audit(url: str, *, deployments: int = 100_000, queries: int = 300,
 
 async def _rebuild_statistics(store: EventStore, engine: Any,
                               scale: dict[str, object]) -> list[dict[str, object]]:
-    """Rebuild the statistics from the log into fresh tables (what `orchestrator rebuild
-    statistics` replays before its Kafka catch-up) and make that build the live one."""
-    registry = event_registry()
-    tables = versioned_tables(statistics.projection, statistics.VERSION)
+    """Replay the log into a new statistics build and make it live (what `orchestrator
+    rebuild statistics` does, minus its Kafka catch-up); the build it replaces is dropped."""
+    versions = ProjectionVersions(engine)
+    number = await versions.next_version(statistics.NAME)
+    await versions.mark_building(statistics.NAME, number, code_version=statistics.VERSION)
+    tables = versioned_tables(statistics.projection, number)
     async with engine.begin() as conn:
-        await drop_tables(conn, tables)
         await create_tables(conn, tables)
-    print("rebuilding the statistics ...", flush=True)
-    result = await replay(statistics.projection, store=store, engine=engine,
-                          version=statistics.VERSION, tables=tables, registry=registry,
-                          categories=["deployment"], batch_size=5000, record_position=False)
+    print(f"rebuilding the statistics into v{number} ...", flush=True)
+    result = await replay(statistics.projection, store=store, engine=engine, version=number,
+                          tables=tables, registry=event_registry(), categories=["deployment"],
+                          batch_size=5000, record_position=False)
     rebuild_eps = result.events / result.seconds
     print(f"  {result.events:,} events in {result.seconds:,.0f} s: {rebuild_eps:,.0f}/s",
           flush=True)
-    async with engine.begin() as conn:
-        await conn.exec_driver_sql("DELETE FROM projection_versions "
-                                   "WHERE projection = 'statistics'")
-        await conn.exec_driver_sql(
-            "INSERT INTO projection_versions (projection, version, state, code_version) "
-            f"VALUES ('statistics', {statistics.VERSION}, 'live', {statistics.VERSION})")
+    retired = await versions.mark_live(statistics.NAME, number)
+    if retired is not None:
+        await drop_version(engine, statistics.projection, retired)
     async with store.pool.acquire() as conn:
         for table in tables:
             await conn.execute(f"VACUUM ANALYZE {table.name}")
