@@ -19,11 +19,11 @@ from collections.abc import Container, Sequence
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore.consumers import ProjectionRunner
 from eventstore.records import RecordedEvent
-from orchestrator.settings import sqlalchemy_url
+from orchestrator.settings import database_engine
 from tests.consumers.support import consumer_settings, counter_totals
 from tests.eventstore.sample_events import registry
 
@@ -60,7 +60,7 @@ class PausingCounterTotals:
 
 
 async def main(args: argparse.Namespace) -> None:
-    engine = create_async_engine(sqlalchemy_url(args.database_url))
+    engine = database_engine(args.database_url)
     projection = PausingCounterTotals(args.pause_at_batch, args.pause_after)
     runner = ProjectionRunner(
         projection, engine=engine, bootstrap_servers=args.bootstrap,

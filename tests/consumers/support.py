@@ -18,14 +18,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore import kafka_format
 from eventstore.consumers import ConsumerSettings, end_offsets
 from eventstore.projection import by_type
 from eventstore.records import LogPosition, Metadata, NewEvent, RecordedEvent
 from eventstore.store import EventStore
-from orchestrator.settings import sqlalchemy_url
+from orchestrator.settings import database_engine
 from tests.eventstore.sample_events import (
     CounterIncremented,
     CounterOpened,
@@ -47,8 +47,7 @@ def consumer_settings(prefix: str, **overrides: Any) -> ConsumerSettings:
 
 @pytest.fixture(name="fx_engine")
 async def fixture_engine(fx_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(sqlalchemy_url(fx_database_url), pool_size=10,
-                                 max_overflow=20)
+    engine = database_engine(fx_database_url, pool_size=10, max_overflow=20)
     yield engine
     await engine.dispose()
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from handlers.credentials import (
     USER_TOKEN,
@@ -21,7 +21,7 @@ from handlers.credentials import (
     OidcTokenRefresher,
     TokenSet,
 )
-from orchestrator.settings import sqlalchemy_url
+from orchestrator.settings import database_engine
 from tests.oidc_issuer import LocalIssuer
 
 DEPLOYMENT = "0190f0f0-0000-7000-8000-000000000001"
@@ -29,7 +29,7 @@ DEPLOYMENT = "0190f0f0-0000-7000-8000-000000000001"
 
 @pytest.fixture(name="engine")
 async def fixture_engine(fx_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(sqlalchemy_url(fx_database_url))
+    engine = database_engine(fx_database_url)
     yield engine
     await engine.dispose()
 

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from handlers.credentials import CredentialKeys, CredentialStore
-from orchestrator.settings import sqlalchemy_url
+from orchestrator.settings import database_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(name="engine")
 async def fixture_engine(fx_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(sqlalchemy_url(fx_database_url))
+    engine = database_engine(fx_database_url)
     yield engine
     await engine.dispose()
 

@@ -26,7 +26,7 @@ from eventstore.records import Metadata, NewEvent, RecordedEvent
 from eventstore.store import EventStore
 from orchestrator import bootstrap, cli, logs
 from orchestrator.demo import DEMO_OWNER, DEPLOYMENTS
-from orchestrator.settings import ROOT, Settings
+from orchestrator.settings import ROOT, Settings, database_engine
 from tests.databases import TestDatabases
 from tests.eventstore.sample_events import opened
 from tests.http_server import serve
@@ -183,11 +183,7 @@ async def test_cli_lists_dead_letters_and_rejects_unknown_handlers(
     await fx_store.append("deployment-9", 0, [opened()], Metadata())
     (event,) = await fx_store.read_stream("deployment-9")
     _, value, headers = kafka_format.encode(event)
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from orchestrator.settings import sqlalchemy_url
-
-    engine = create_async_engine(sqlalchemy_url(fx_database_url))
+    engine = database_engine(fx_database_url)
     async with engine.begin() as conn:
         await park(conn, handler="im", event=event, topic="t", partition=0, offset=3,
                    payload=value, headers=headers, attempts=5, error="IM said no")

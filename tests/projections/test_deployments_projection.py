@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.deployments import (
     ChangeResources,
@@ -59,7 +59,7 @@ from eventstore.projection import apply_events, create_tables, versioned_tables
 from eventstore.records import Metadata, RecordedEvent
 from eventstore.store import EventStore
 from orchestrator.bootstrap import event_registry
-from orchestrator.settings import sqlalchemy_url
+from orchestrator.settings import database_engine
 from projections import deployments as deployments_view
 from projections import resources as resources_view
 from tests.event_log import all_events
@@ -94,7 +94,7 @@ class SteppingClock:
 
 @pytest.fixture(name="fx_view_engine")
 async def fixture_view_engine(fx_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(sqlalchemy_url(fx_database_url))
+    engine = database_engine(fx_database_url)
     yield engine
     await engine.dispose()
 

@@ -20,7 +20,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.providers import (
     ObservedProvider,
@@ -38,7 +38,7 @@ from domain.providers.usage import QuotaUsageState, decide_usage, fold_usage
 from eventstore.projection import create_tables, versioned_tables
 from eventstore.records import Metadata, RecordedEvent
 from orchestrator.bootstrap import event_registry
-from orchestrator.settings import sqlalchemy_url
+from orchestrator.settings import database_engine
 from projections import provider_capacity, provider_catalogue, provider_states
 from tests.domain.providers.strategies import catalogues
 from tests.domain.providers.support import INGEST, NOW
@@ -105,7 +105,7 @@ async def check(database_url: str, first: ObservedProvider, second: ObservedProv
         usage = fold_usage(sampled, usage)
         usage_events += sampled
 
-    engine = create_async_engine(sqlalchemy_url(database_url))
+    engine = database_engine(database_url)
     build = next(BUILDS)
     try:
         catalogue_tables = versioned_tables(provider_catalogue.projection, build)

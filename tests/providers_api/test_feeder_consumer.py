@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.providers.ingestion import ProviderIngestion
 from domain.providers import stream_id, usage_stream_id
@@ -20,7 +20,7 @@ from eventstore.consumers import stored_offsets
 from eventstore.store import EventStore
 from handlers.feeder_ingest import CONSUMER_NAME, FeederConsumer
 from orchestrator.bootstrap import event_registry
-from orchestrator.settings import sqlalchemy_url
+from orchestrator.settings import database_engine
 from tests.consumers.support import Running, consumer_settings, create_topics
 from tests.domain.providers.support import feeder_message
 
@@ -29,7 +29,7 @@ PROVIDER = "cloud-example.openstack"
 
 @pytest.fixture(name="fx_engine")
 async def fixture_engine(fx_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(sqlalchemy_url(fx_database_url))
+    engine = database_engine(fx_database_url)
     yield engine
     await engine.dispose()
 
