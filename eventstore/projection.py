@@ -10,6 +10,9 @@ A projection is one read model: a module-level object with
   ``tables(version)`` returned, in that order (possibly moved to a scratch schema),
 - optionally ``async apply_batch(conn, items, tables)`` with ``items`` a sequence of
   ``(event, decoded)`` in order: a faster path for bulk replays,
+- optionally ``replayer(tables)``: an object with ``async apply_batch(conn, items)`` and
+  ``async finish(engine)`` that a replay uses instead (state kept across batches, work
+  deferred to the end of the replay),
 - optionally ``DECODE = False``: the projection reads envelopes only; runners then
   ignore any registry they were given, pass ``decoded=None`` and treat every type
   as known (so a rebuild does not fail on a type this code cannot decode).

@@ -76,7 +76,8 @@ ProgressCallback = Callable[[RebuildProgress], None]
 
 class ReplayResult(msgspec.Struct, frozen=True, kw_only=True):
     events: int
-    """Events read from the log (applied or ignored)."""
+    """Events read from the log: those of the types the projection handles (a replay
+    ``until`` a time skips the ones recorded after it, so ``applied`` may be fewer)."""
     applied: int
     position: LogPosition
     """The last log position replayed (where Kafka catch-up takes over)."""
@@ -102,7 +103,7 @@ class RebuildInProgress(RuntimeError):
 # ---------------------------------------------------------------- replay
 
 async def _count(store: EventStore, after: LogPosition, to_position: LogPosition | None,
-                 categories: Sequence[str] | None) -> int:
+                 categories: Sequence[str] | None, types: Sequence[str] | None) -> int:
     query = "SELECT count(*) FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)"
     args: list[Any] = [str(after.tx_id), after.position]
     if to_position is not None:
@@ -111,8 +112,65 @@ async def _count(store: EventStore, after: LogPosition, to_position: LogPosition
     if categories is not None:
         args.append(list(categories))
         query += f" AND category = ANY(${len(args)})"
+    if types is not None:
+        args.append(list(types))
+        query += f" AND type = ANY(${len(args)})"
     async with store.pool.acquire() as conn:
         return int(await conn.fetchval(query, *args))
+
+
+# Every distinct type in the log, one index probe each (a skip scan of events_type_idx).
+_LOG_TYPES = """
+WITH RECURSIVE log_types AS (
+    (SELECT type FROM events ORDER BY type LIMIT 1)
+    UNION ALL
+    SELECT (SELECT type FROM events WHERE type > log_types.type ORDER BY type LIMIT 1)
+    FROM log_types WHERE log_types.type IS NOT NULL)
+SELECT type FROM log_types WHERE type IS NOT NULL
+"""
+
+
+async def _refuse_unknown_types(store: EventStore, registry: EventRegistry,
+                                projection: Projection, after: LogPosition,
+                                to_position: LogPosition | None,
+                                categories: Sequence[str] | None) -> None:
+    """Raise UnknownEventType for the first event in the replayed range whose type this
+    code does not know. A replay reads only the types its projection handles, so the
+    types it skips are checked here, once, instead of row by row."""
+    unknown = [t for t in await _fetch_types(store) if not registry.knows(t)
+               and t not in projection.HANDLES]
+    if not unknown:
+        return
+    query = ("SELECT event_id::text, position, stream_id, type, schema_version FROM events "
+             "WHERE type = ANY($1) AND (tx_id, position) > ($2::text::xid8, $3)")
+    args: list[Any] = [unknown, str(after.tx_id), after.position]
+    if to_position is not None:
+        args += [str(to_position.tx_id), to_position.position]
+        query += " AND (tx_id, position) <= ($4::text::xid8, $5)"
+    if categories is not None:
+        args.append(list(categories))
+        query += f" AND category = ANY(${len(args)})"
+    query += " ORDER BY tx_id, position LIMIT 1"
+    async with store.pool.acquire() as conn:
+        row = await conn.fetchrow(query, *args)
+    if row is None:
+        return
+    error = UnknownEventType(row["type"], row["schema_version"])
+    error.add_note(f"rebuilding {projection.NAME}: event {row['event_id']} at log position "
+                   f"{row['position']} in stream {row['stream_id']}")
+    raise error
+
+
+async def _fetch_types(store: EventStore) -> list[str]:
+    async with store.pool.acquire() as conn:
+        return [row["type"] for row in await conn.fetch(_LOG_TYPES)]
+
+
+def _handled_types(projection: Projection) -> list[str] | None:
+    """The types a replay reads: the projection's HANDLES when it lists them (None: all,
+    e.g. ALL_EVENT_TYPES)."""
+    handles = projection.HANDLES
+    return sorted(handles) if isinstance(handles, (set, frozenset)) else None
 
 
 async def position_of(store: EventStore, position: int) -> LogPosition:
@@ -195,6 +253,13 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
     One transaction per batch; the next batch is read while one is applied.
     ``record_position`` stores the reached position in projection_versions with each
     batch.
+
+    Only the types the projection handles are read (the others are checked once to be
+    known, see ``_refuse_unknown_types``), so ``events`` counts those. A projection with a
+    ``replayer(tables)`` replays through it: its ``apply_batch(conn, items)`` per batch and
+    its ``finish(engine)`` once at the end, in transactions of its own (statistics keeps
+    its per-deployment state in memory and writes its rollups there). A replay interrupted
+    before that leaves tables only fit to be dropped, as a failed rebuild's are.
     """
     tables = list(tables) if tables is not None else versioned_tables(projection, version)
     registry = payload_registry(projection, registry)
@@ -208,7 +273,12 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
         to_position = await committed_head(store, categories)
         if to_position is None:
             return ReplayResult(events=0, applied=0, position=start, seconds=0.0)
-    total = await _count(store, start, to_position, categories)
+    types = _handled_types(projection)
+    if registry is not None and types is not None:
+        await _refuse_unknown_types(store, registry, projection, start, to_position,
+                                    categories)
+    total = await _count(store, start, to_position, categories, types)
+    replayer = projection.replayer(tables) if hasattr(projection, "replayer") else None
     began = time.monotonic()
     done = applied = 0
     position = start
@@ -216,7 +286,7 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
     def read(after: LogPosition) -> asyncio.Task[list[RecordedEvent]]:
         return asyncio.ensure_future(store.read_all(after, limit=batch_size,
                                                     categories=categories,
-                                                    to_position=to_position))
+                                                    to_position=to_position, types=types))
 
     with replaying():
         pending = read(position)
@@ -252,7 +322,10 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
                     pending = read(position)
                 items = _strict(projection, registry, batch, until)
                 async with engine.begin() as conn:
-                    await apply_events(conn, projection, tables, items)
+                    if replayer is not None:
+                        await replayer.apply_batch(conn, items)
+                    else:
+                        await apply_events(conn, projection, tables, items)
                     if record_position:
                         await record_replay_position(conn, projection.NAME, version, position)
                 done += len(batch)
@@ -268,11 +341,8 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
                                              position=position))
                 if last:
                     break
-            # A projection may defer work to the end of a replay (statistics: rollups).
-            after_replay = getattr(projection, "after_replay", None)
-            if after_replay is not None and done:
-                async with engine.begin() as conn:
-                    await after_replay(conn, tables)
+            if replayer is not None and done:
+                await replayer.finish(engine)
         finally:
             if not pending.done():
                 pending.cancel()

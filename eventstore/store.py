@@ -158,8 +158,10 @@ class EventStore:
         limit: int = 1000,
         categories: Sequence[str] | None = None,
         to_position: LogPosition | None = None,
+        types: Sequence[str] | None = None,
     ) -> list[RecordedEvent]:
-        """The next events in log order after `after`, only those that are final."""
+        """The next events in log order after `after`, only those that are final (and of
+        ``types``, when given: a replay skips what its projection ignores in Postgres)."""
         # Qualified names: the select list's tx_id is the bigint rendering, and
         # ORDER BY would pick that alias and sort instead of using the index.
         query = (_SELECT + " WHERE (events.tx_id, events.position) > ($1::text::xid8, $2)"
@@ -171,6 +173,9 @@ class EventStore:
         if to_position is not None:
             args.extend([str(to_position.tx_id), to_position.position])
             query += f" AND (tx_id, position) <= (${len(args) - 1}::text::xid8, ${len(args)})"
+        if types is not None:
+            args.append(list(types))
+            query += f" AND type = ANY(${len(args)})"
         args.append(limit)
         query += f" ORDER BY events.tx_id, events.position LIMIT ${len(args)}"
         async with self.pool.acquire() as conn:

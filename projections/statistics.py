@@ -18,12 +18,14 @@ from-scratch count over the log gives the same numbers (tests/statistics checks 
   (with the time since the operation started: request or retry) or -> CREATE_FAILED.
 - ``failures``: every transition into a ``*_FAILED`` status, by status and reason.
 
-Every bucket table holds rows of three levels (column ``level``): per owner and day (the
-owner is a key dimension: roughly one row per deployment and day), per day without the
-owner, and per month without the owner (``day`` = the month's first day); the two
-rollups are sums of the owner-day rows, written with them by the live runner and summed
-once at the end of a replay (``after_replay``). A query that does not scope,
-filter or group by owner reads the rollups: whole months from the monthly rows, day rows
+Every bucket table holds rows of several levels (column ``level``): per owner and day (the
+owner is a key dimension: roughly one row per deployment and day), and rollups without
+the owner per day and per month (``day`` = the month's first day), one for each subset of
+the other dimensions kept (a cube: group, template type, site, and status for
+``created``). Rollups are sums of the owner-day rows, written with them by the live
+runner and summed once at the end of a replay (``StatisticsReplay``). A query that does
+not scope, filter or group by owner reads the smallest rollup holding the dimensions it
+filters or groups on: whole months from the monthly rows, day rows
 only for the partial months at the edges of its range and for months in which it needs a
 running total on its own (``active`` per day or week). So ``active`` at day D = monthly
 deltas before month(D) + day deltas from the month's start to D, and resource-hours use
@@ -37,6 +39,7 @@ only that issuer's rows. Empty strings stand for "none" in key columns (primary 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -66,7 +69,9 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.schema import CreateIndex
 
 from domain.deployments import (
     DeploymentAttemptStarted,
@@ -82,11 +87,11 @@ from domain.deployments import (
     DeploymentUpdateRequested,
     event_tag,
 )
-from eventstore.projection import is_replaying, query_tables
+from eventstore.projection import query_tables
 from eventstore.records import RecordedEvent
 
 NAME = "statistics"
-VERSION = 2
+VERSION = 3
 
 S = DeploymentStatus
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -111,12 +116,13 @@ def micros(moment: datetime) -> int:
 # ---------------------------------------------------------------- per-deployment facts
 
 
-class Facts(msgspec.Struct, frozen=True, kw_only=True):
+class Facts(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What the statistics know of one deployment after some version of its stream.
 
     A frozen msgspec Struct (fields in the order of the facts table's columns): a rebuild
     makes one copy per event, and ``msgspec.structs.replace`` is C where
-    ``dataclasses.replace`` is Python.
+    ``dataclasses.replace`` is Python. ``gc=False``: only scalars, never in a cycle, and a
+    replay holds hundreds of thousands that the collector need not walk.
     """
 
     id: str
@@ -251,6 +257,15 @@ class Changes:
     def empty(cls) -> Changes:
         return cls({}, {}, {}, {})
 
+    def rows(self) -> int:
+        return (len(self.created) + len(self.activity) + len(self.outcomes)
+                + len(self.failures))
+
+    def by_table(self) -> list[dict[tuple[Any, ...], list[Any]]]:
+        """The sums of the bucket tables, in their order (failures' counts as lists)."""
+        return [self.created, self.activity, self.outcomes,
+                {key: [count] for key, count in self.failures.items()}]
+
 
 def _add(target: dict[tuple[Any, ...], list[int]], key: tuple[Any, ...],
          values: Sequence[int]) -> None:
@@ -316,12 +331,51 @@ def record_changes(changes: Changes, before: Facts | None, after: Facts | None,
 
 # ---------------------------------------------------------------- levels
 
-OWNER_DAY, DAY, MONTH = 0, 1, 2
-"""Row levels of every bucket table (column ``level``): per owner and day (the owner is a
-key), all owners of the issuer per day (``owner_subject`` is ''), and all owners per month
-(``day`` is the month's first day). The two rollups are sums of the owner-day rows,
-computed by Postgres in the statement that writes them (``_upsert_levels``), or at the
-end of a replay (``after_replay``)."""
+OWNER_DAY = 0
+"""Level of the rows per owner and day: every dimension is a key, the owner too."""
+
+CUBE: dict[str, tuple[int, tuple[str, ...]]] = {
+    "group": (1, ("user_group",)),
+    "templateType": (2, ("template_type",)),
+    "site": (4, ("provider_id", "provider_name", "region")),
+    "status": (8, ("status",)),
+}
+"""The dimensions a rollup can keep or sum away, with their bit in the rollup's mask.
+A bucket table lists the ones it has (``table.info["cube"]``); failures keep status and
+reason in every row (each of its queries groups by both)."""
+
+_MONTHS = 16
+"""Rollup rows hold every owner of the issuer (``owner_subject`` is ''), per day or per
+month (``day`` is the month's first day), keeping the dimensions of a mask and '' in the
+others: level ``1 + mask`` per day, ``1 + 16 + mask`` per month. A query reads the
+rollup with the fewest dimensions that still holds its filters and groups: an admin's
+90 days per week and group read 20 rows a day instead of the ~1,700 of every site,
+template type, group and status. Rollups are sums of the owner-day rows, written by
+Postgres in the statement that writes those (``_upsert_levels``), or at the end of a
+replay (``StatisticsReplay.finish``)."""
+
+
+def day_level(mask: int) -> int:
+    return 1 + mask
+
+
+def month_level(mask: int) -> int:
+    return 1 + _MONTHS + mask
+
+
+def full_mask(table: Table) -> int:
+    """The mask keeping every rollup dimension of ``table``."""
+    return sum(CUBE[name][0] for name in table.info["cube"])
+
+
+def stored_masks(table: Table) -> list[int]:
+    """The rollups a table keeps: every one of at most two dimensions, and the one of all.
+    Three of four (``created`` only) would cost more rows than the full one saves
+    (at a million deployments: ~2,600 rows a day against its ~1,700); a query needing
+    them reads the full one, whose rows it narrows by its filters."""
+    full = full_mask(table)
+    return [mask for mask in range(full + 1)
+            if mask & full == mask and (mask.bit_count() <= 2 or mask == full)]
 
 
 # ---------------------------------------------------------------- tables
@@ -333,7 +387,7 @@ columns, and a locale collation (even C.UTF-8) compares them with strcoll."""
 
 
 def _bucket_table(name: str, metadata: MetaData, keys: Sequence[Column[Any]],
-                  values: Sequence[Column[Any]]) -> Table:
+                  values: Sequence[Column[Any]], cube: Sequence[str]) -> Table:
     """Columns level, dimensions, day, ``keys``, ``values`` (the order rows are written in);
     primary key issuer, level, day first: every rollup query is one range of it."""
     table = Table(
@@ -342,7 +396,8 @@ def _bucket_table(name: str, metadata: MetaData, keys: Sequence[Column[Any]],
         Column("day", Date, nullable=False), *keys, *values,
         PrimaryKeyConstraint("owner_issuer", "level", "day",
                              *(d for d in DIMENSIONS if d != "owner_issuer"),
-                             *(k.name for k in keys)))
+                             *(k.name for k in keys)),
+        info={"cube": tuple(cube)})
     # One owner's rows (a user, or an admin's owner filter); an issuer's owner-day rows
     # are the primary key's (issuer, level 0, day) range.
     Index(f"{name}_owner_day", table.c.owner_issuer, table.c.owner_subject, table.c.day,
@@ -373,24 +428,28 @@ class StatisticsProjection:
         created = _bucket_table(
             f"{NAME}_created_v{version}", metadata, [Column("status", _KEY_TEXT, nullable=False)],
             [Column(n, BigInteger, nullable=False)
-             for n in ("deployments", "vcpus", "ram_mb", "gpus")])
+             for n in ("deployments", "vcpus", "ram_mb", "gpus")],
+            cube=("group", "templateType", "site", "status"))
         activity = _bucket_table(
             f"{NAME}_activity_v{version}", metadata, [],
             [*(Column(n, BigInteger, nullable=False)
                for n in ("active", "vcpus", "ram_mb", "gpus")),
              *(Column(n, Numeric, nullable=False)
-               for n in ("vcpus_moment", "ram_mb_moment", "gpus_moment"))])
+               for n in ("vcpus_moment", "ram_mb_moment", "gpus_moment"))],
+            cube=("group", "templateType", "site"))
         outcomes = _bucket_table(
             f"{NAME}_outcomes_v{version}", metadata, [],
             [Column("succeeded", BigInteger, nullable=False),
              Column("failed", BigInteger, nullable=False),
              Column("total_us", Numeric, nullable=False),
-             Column("min_us", BigInteger), Column("max_us", BigInteger)])
+             Column("min_us", BigInteger), Column("max_us", BigInteger)],
+            cube=("group", "templateType", "site"))
         failures = _bucket_table(
             f"{NAME}_failures_v{version}", metadata,
             [Column("status", _KEY_TEXT, nullable=False),
              Column("reason", _KEY_TEXT, nullable=False)],
-            [Column("failures", BigInteger, nullable=False)])
+            [Column("failures", BigInteger, nullable=False)],
+            cube=("group", "templateType", "site"))
         return [deployments, created, activity, outcomes, failures]
 
     async def apply(self, conn: AsyncConnection, event: RecordedEvent, decoded: Any,
@@ -400,7 +459,7 @@ class StatisticsProjection:
     async def apply_batch(self, conn: AsyncConnection,
                           items: Sequence[tuple[RecordedEvent, Any]],
                           tables: Sequence[Table]) -> None:
-        deployments, created, activity, outcomes, failures = tables
+        deployments = tables[0]
         ids = sorted({decoded.deployment_id for _, decoded in items})
         if not ids:
             return
@@ -410,40 +469,202 @@ class StatisticsProjection:
         rows = await driver.fetch(
             f"SELECT * FROM {_name(deployments)} WHERE id = ANY($1::text[]) FOR UPDATE", ids)
         known: dict[str, Facts] = {row["id"]: Facts(**row) for row in rows}
-        touched: set[str] = set()
         changes = Changes.empty()
-        for event, decoded in items:
-            before = known.get(decoded.deployment_id)
-            if before is not None and before.stream_version >= event.version:
-                continue  # already applied (at-least-once delivery)
-            after = evolve_facts(before, decoded, event.version)
-            if after is None:
-                continue
-            record_changes(changes, before, after, decoded.occurred_at, status_reason(decoded))
-            known[after.id] = after
-            touched.add(after.id)
+        touched = fold_batch(known, items, changes)
         if touched:
-            names = [c.name for c in deployments.c]
-            await _upsert(driver, deployments, ["id"],
-                          [astuple(known[i]) for i in sorted(touched)],
-                          {n: "EXCLUDED" for n in names if n != "id"})
-        # A replay (a new build, or an audit replay into a scratch schema: nothing else
-        # writes its tables) writes owner-day rows only; after_replay sums the rollups
-        # once instead of every batch updating them.
-        rollups = not is_replaying()
-        await _upsert_levels(driver, created, changes.created, rollups=rollups)
-        await _upsert_levels(driver, activity, changes.activity, rollups=rollups)
-        await _upsert_levels(driver, outcomes, changes.outcomes, rollups=rollups)
-        await _upsert_levels(driver, failures, {k: [v] for k, v in changes.failures.items()},
-                             rollups=rollups)
+            await _write_facts(driver, deployments, [known[i] for i in sorted(touched)])
+        await _write_changes(driver, tables, changes, rollups=True)
 
-    async def after_replay(self, conn: AsyncConnection, tables: Sequence[Table]) -> None:
-        """The rollups of every owner-day row, computed again from scratch (run by
-        ``replay`` at its end, in one transaction)."""
+    def replayer(self, tables: Sequence[Table]) -> StatisticsReplay:
+        return StatisticsReplay(tables)
+
+
+class StatisticsReplay:
+    """A replay's writer: the facts of recent deployments stay in memory (the live path
+    reads and writes them per batch, which was most of a rebuild's time), bucket deltas
+    are summed across batches and written as owner-day rows when many are pending, and
+    ``finish`` writes the facts and sums every rollup once.
+
+    Into new (empty) tables, the usual bulk load: the bucket tables lose their indexes
+    for the replay, pending deltas are COPYed into an unlogged table without any, and
+    ``finish`` sums them into owner-day rows, adds the rollups and builds the indexes
+    once (an index built over sorted rows costs a fraction of a million inserts into
+    it). Into tables that already hold rows (a replay continuing a build), deltas are
+    upserted as the live path does.
+
+    Memory is bounded: past ``facts_in_memory`` deployments (a fact takes about 430 bytes:
+    a million, some 430 MB), the facts not updated for longest are written and forgotten
+    (read back if their stream goes on). Nothing else
+    writes a build's tables while it replays, so the facts held here are current.
+    """
+
+    def __init__(self, tables: Sequence[Table], *, facts_in_memory: int = 1_000_000,
+                 pending_rows: int = 200_000) -> None:
+        self.tables = tables
+        self.facts_in_memory = facts_in_memory
+        self.pending_rows = pending_rows
+        # Insertion order = least recently updated first (updated facts move to the end).
+        self.facts: dict[str, Facts] = {}
+        self.unwritten: set[str] = set()
+        self.fresh: bool | None = None
+        """Whether the replay began on empty tables (known at its first batch)."""
+        self.all_in_memory = False
+        """True while every fact of the build is in ``facts`` (fresh tables, nothing
+        forgotten yet): a deployment not in memory has no facts, none is stored."""
+        self.changes = Changes.empty()
+
+    async def apply_batch(self, conn: AsyncConnection,
+                          items: Sequence[tuple[RecordedEvent, Any]]) -> None:
         driver = await _driver(conn)
-        for table in tables[1:]:
-            await driver.execute(f"DELETE FROM {_name(table)} WHERE level <> {OWNER_DAY}")
-            await driver.execute(_levels_sql(table, "rollups"))
+        deployments = self.tables[0]
+        if self.fresh is None:
+            self.fresh = not await driver.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {_name(deployments)})")
+            self.all_in_memory = self.fresh
+            if self.fresh:
+                for table in self.tables[1:]:
+                    await _begin_bulk_load(driver, table)
+        if not self.all_in_memory:
+            missing = sorted({d.deployment_id for _, d in items} - self.facts.keys())
+            if missing:
+                for row in await driver.fetch(
+                        f"SELECT * FROM {_name(deployments)} WHERE id = ANY($1::text[])",
+                        missing):
+                    self.facts[row["id"]] = Facts(**row)
+        touched = fold_batch(self.facts, items, self.changes)
+        for deployment_id in touched:  # most recently updated last
+            self.facts[deployment_id] = self.facts.pop(deployment_id)
+        self.unwritten |= touched
+        if self.changes.rows() >= self.pending_rows:
+            await self._write_pending(driver)
+        if len(self.facts) > self.facts_in_memory:
+            await self._forget_oldest(driver)
+
+    async def _write_pending(self, driver: Any) -> None:
+        if self.fresh:
+            for table, sums in zip(self.tables[1:], self.changes.by_table(), strict=True):
+                await _copy_deltas(driver, table, sums)
+        else:
+            await _write_changes(driver, self.tables, self.changes, rollups=False)
+        self.changes = Changes.empty()
+
+    async def _forget_oldest(self, driver: Any) -> None:
+        await self._write_unwritten(driver)
+        oldest = list(self.facts)[:len(self.facts) // 2]
+        for deployment_id in oldest:
+            del self.facts[deployment_id]
+        self.all_in_memory = False
+
+    async def _write_unwritten(self, driver: Any) -> None:
+        deployments = self.tables[0]
+        ids = sorted(self.unwritten)
+        if self.all_in_memory:  # nothing stored yet: one COPY
+            await driver.copy_records_to_table(
+                deployments.name, schema_name=deployments.schema,
+                columns=[c.name for c in deployments.c],
+                records=[astuple(self.facts[i]) for i in ids])
+        else:
+            for first in range(0, len(ids), 50_000):
+                await _write_facts(driver, deployments,
+                                   [self.facts[i] for i in ids[first:first + 50_000]])
+        self.unwritten.clear()
+
+    async def finish(self, engine: AsyncEngine) -> None:
+        """Write what is pending, then every rollup from the owner-day rows. A bulk load
+        ends one table per transaction, two at a time: a statement runs on one core and
+        the replay's Python has nothing left to do."""
+        async with engine.begin() as conn:
+            driver = await _driver(conn)
+            await self._write_pending(driver)
+            await self._write_unwritten(driver)
+            self.all_in_memory = False
+            if not self.fresh:
+                for table in self.tables[1:]:
+                    await driver.execute(
+                        f"DELETE FROM {_name(table)} WHERE level <> {OWNER_DAY}")
+                    for statement in _rollups_sql(table):
+                        await driver.execute(statement)
+                return
+        two_at_a_time = asyncio.Semaphore(2)
+
+        async def end(table: Table) -> None:
+            async with two_at_a_time, engine.begin() as conn:
+                await _end_bulk_load(await _driver(conn), table)
+
+        await asyncio.gather(*(end(table) for table in self.tables[1:]))
+
+
+def _deltas_name(table: Table) -> str:
+    return _name(Table(f"{table.name}_deltas", MetaData(), schema=table.schema))
+
+
+async def _begin_bulk_load(driver: Any, table: Table) -> None:
+    """Drop the (empty) table's indexes and create its unlogged delta table."""
+    await driver.execute(f"ALTER TABLE {_name(table)} DROP CONSTRAINT {table.name}_pkey")
+    for index in table.indexes:
+        schema = f'"{table.schema}".' if table.schema else ""
+        await driver.execute(f'DROP INDEX {schema}"{index.name}"')
+    await driver.execute(f"CREATE UNLOGGED TABLE {_deltas_name(table)} "
+                         f"(LIKE {_name(table)} INCLUDING DEFAULTS)")
+
+
+async def _copy_deltas(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]]
+                       ) -> None:
+    rows = [(OWNER_DAY, *key, *amounts) for key, amounts in sums.items() if any(amounts)]
+    if rows:
+        await driver.copy_records_to_table(
+            f"{table.name}_deltas", schema_name=table.schema,
+            columns=[c.name for c in table.c], records=rows)
+
+
+async def _end_bulk_load(driver: Any, table: Table) -> None:
+    """Owner-day rows summed from the deltas, the rollups from them, then the indexes
+    built over the loaded rows."""
+    sql = _Sql(table)
+    keys = ", ".join(c.name for c in sql.given if c.primary_key)
+    sums = ", ".join(c.name if c.primary_key else f"{sql.aggregate(c)} AS {c.name}"
+                     for c in sql.given)
+    await driver.execute(
+        f"INSERT INTO {_name(table)} (level, {sql.names}) "
+        f"SELECT {OWNER_DAY}, {sums} FROM {_deltas_name(table)} GROUP BY {keys} "
+        f"HAVING {sql.nonzero()} ORDER BY owner_issuer, day, {keys}")
+    await driver.execute(f"DROP TABLE {_deltas_name(table)}")
+    for statement in _rollups_sql(table):
+        await driver.execute(statement)
+    await driver.execute(f"ALTER TABLE {_name(table)} ADD CONSTRAINT {table.name}_pkey "
+                         f"PRIMARY KEY ({sql.pk})")
+    for index in table.indexes:
+        await driver.execute(str(CreateIndex(index).compile(dialect=postgresql.dialect())))  # type: ignore[no-untyped-call]
+
+
+def fold_batch(known: dict[str, Facts], items: Sequence[tuple[RecordedEvent, Any]],
+               changes: Changes) -> set[str]:
+    """Fold ``items`` into ``known`` (facts by deployment id) and ``changes``; the ids
+    whose facts changed. A version already folded is skipped (at-least-once delivery)."""
+    touched: set[str] = set()
+    for event, decoded in items:
+        before = known.get(decoded.deployment_id)
+        if before is not None and before.stream_version >= event.version:
+            continue
+        after = evolve_facts(before, decoded, event.version)
+        if after is None:
+            continue
+        record_changes(changes, before, after, decoded.occurred_at, status_reason(decoded))
+        known[after.id] = after
+        touched.add(after.id)
+    return touched
+
+
+async def _write_facts(driver: Any, deployments: Table, facts: Sequence[Facts]) -> None:
+    names = [c.name for c in deployments.c]
+    await _upsert(driver, deployments, ["id"], [astuple(f) for f in facts],
+                  {n: "EXCLUDED" for n in names if n != "id"})
+
+
+async def _write_changes(driver: Any, tables: Sequence[Table], changes: Changes, *,
+                         rollups: bool) -> None:
+    for table, sums in zip(tables[1:], changes.by_table(), strict=True):
+        await _upsert_levels(driver, table, sums, rollups=rollups)
 
 
 projection = StatisticsProjection()
@@ -498,65 +719,128 @@ def _cast(column: Column[Any]) -> str:
     return _ARRAY_TYPES[str(column.type.compile()).split("(")[0].split(" ")[0]]
 
 
-_LEVELS_SQL: dict[tuple[str, str | None, str], str] = {}
+class _Sql:
+    """The pieces of SQL a bucket table's levels are written with (column names are plain
+    identifiers)."""
 
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.name = _name(table)
+        self.given = [c for c in table.c if c.name != "level"]
+        self.names = ", ".join(c.name for c in self.given)
+        self.values = [c for c in table.c if not c.primary_key]
+        self.cube = [CUBE[name] for name in table.info["cube"]]
+        rolled = {column for _, columns in self.cube for column in columns}
+        # Keys every rollup row keeps (failures: status and reason).
+        self.fixed = [c.name for c in self.given if c.primary_key and c.name not in DIMENSIONS
+                      and c.name != "day" and c.name not in rolled]
+        self.pk = ", ".join(c.name for c in table.primary_key.columns)
 
-def _levels_sql(table: Table, part: Literal["all", "owner_day", "rollups"] = "all") -> str:
-    """INSERT ... SELECT of the owner-day rows given as arrays and of their two rollups
-    (GROUP BY without the owner, per day and per month), all in key order, ON CONFLICT
-    adding sums and keeping extremes. (Column names are plain identifiers.)
-
-    ``owner_day``: those rows only (a replay). ``rollups``: no arguments; the rollups of
-    every owner-day row of the table, into a table without rollup rows (after a replay).
-    """
-    key = (table.name, table.schema, part)
-    if key in _LEVELS_SQL:
-        return _LEVELS_SQL[key]
-    given = [c for c in table.c if c.name != "level"]
-    names = ", ".join(c.name for c in given)
-    values = [c for c in table.c if not c.primary_key]
-    own_keys = [c.name for c in given
-                if c.primary_key and c.name not in DIMENSIONS and c.name != "day"]
-    rollup_dims = [d for d in DIMENSIONS if d not in ("owner_issuer", "owner_subject")]
-
-    def aggregate(column: Column[Any]) -> str:
+    def aggregate(self, column: Column[Any]) -> str:
         how = _MERGE.get(column.name, "add")
         if how == "add":
             return f"sum({column.name})" + ("" if isinstance(column.type, Numeric)
                                             else "::bigint")
         return f"{'min' if how == 'least' else 'max'}({column.name})"
 
-    def nonzero(column: Column[Any]) -> str:
-        if _MERGE.get(column.name, "add") == "add":
-            return f"sum({column.name}) <> 0"
-        return f"{aggregate(column)} IS NOT NULL"
+    def nonzero(self) -> str:
+        return " OR ".join(f"sum({c.name}) <> 0" if _MERGE.get(c.name, "add") == "add"
+                           else f"{self.aggregate(c)} IS NOT NULL" for c in self.values)
 
-    def rollup(level: int, day: str) -> str:
-        groups = ", ".join(["owner_issuer", *rollup_dims, day, *own_keys])
-        columns = ", ".join([*rollup_dims, day, *own_keys, *(aggregate(c) for c in values)])
-        return (f"SELECT {level}, owner_issuer, '', {columns} FROM owner_day "
-                f"GROUP BY {groups} HAVING {' OR '.join(nonzero(c) for c in values)}")
+    def day(self, month: bool) -> str:
+        return "(day - extract(day FROM day)::int + 1)" if month else "day"
 
-    updates = ", ".join(
-        f"{c.name} = t.{c.name} + EXCLUDED.{c.name}" if _MERGE.get(c.name, "add") == "add"
-        else f"{c.name} = {_MERGE[c.name]}(t.{c.name}, EXCLUDED.{c.name})" for c in values)
-    arrays = ", ".join(f"${i + 1}::{_cast(c)}" for i, c in enumerate(given))
-    pk = ", ".join(c.name for c in table.primary_key.columns)
-    month = "(day - extract(day FROM day)::int + 1)"
-    rollups = f"{rollup(DAY, 'day')} UNION ALL {rollup(MONTH, month)}"
-    if part == "rollups":
-        return (f"WITH owner_day AS (SELECT {names} FROM {_name(table)} "
-                f"WHERE level = {OWNER_DAY}) "
-                f"INSERT INTO {_name(table)} (level, {names}) {rollups}")
-    if part == "owner_day":
-        rollups = f"SELECT 0, {names} FROM owner_day WHERE false"
-    sql = (f"WITH owner_day AS (SELECT * FROM unnest({arrays}) AS u({names})) "
-           f"INSERT INTO {_name(table)} AS t (level, {names}) "
-           f"SELECT * FROM (SELECT {OWNER_DAY} AS level, {names} FROM owner_day "
-           f"UNION ALL {rollups}) AS r "
-           f"ORDER BY {pk} ON CONFLICT ({pk}) DO UPDATE SET {updates}")
-    _LEVELS_SQL[key] = sql
-    return sql
+    def cube_select(self, source: str, *, month: bool, all_but_full: bool = False) -> str:
+        """Rollup rows of every stored mask (GROUPING SETS of the rollup dimensions) summing
+        ``source``'s rows, per day or per month; ``all_but_full``: without the mask keeping
+        them all."""
+        level = f"{1 + (_MONTHS if month else 0)} + " + " + ".join(
+            f"(1 - GROUPING({columns[0]})) * {bit}" for bit, columns in self.cube)
+        rolled = {column for _, columns in self.cube for column in columns}
+        columns = []
+        for column in self.given:
+            if column.name == "owner_subject":
+                value = "''"
+            elif column.name == "day":
+                value = self.day(month)
+            elif column.name in rolled:
+                value = f"coalesce({column.name}, '')"
+            elif column.primary_key:
+                value = column.name
+            else:
+                value = self.aggregate(column)
+            columns.append(f"{value} AS {column.name}")
+        full = full_mask(self.table)
+        sets = ", ".join(
+            "(" + ", ".join(name for bit, names in self.cube if mask & bit for name in names)
+            + ")" for mask in stored_masks(self.table) if not (all_but_full and mask == full))
+        return (f"SELECT {level} AS level, {', '.join(columns)} FROM {source} "
+                f"GROUP BY {', '.join(['owner_issuer', self.day(month), *self.fixed])}, "
+                f"GROUPING SETS ({sets}) HAVING {self.nonzero()}")
+
+    def updates(self) -> str:
+        return ", ".join(
+            f"{c.name} = t.{c.name} + EXCLUDED.{c.name}" if _MERGE.get(c.name, "add") == "add"
+            else f"{c.name} = {_MERGE[c.name]}(t.{c.name}, EXCLUDED.{c.name})"
+            for c in self.values)
+
+
+_LEVELS_SQL: dict[tuple[str, str | None, bool], str] = {}
+
+
+def _levels_sql(table: Table, rollups: bool) -> str:
+    """INSERT ... SELECT of the owner-day rows given as arrays and (``rollups``) of every
+    rollup of them, per day and per month, all in key order, ON CONFLICT adding sums and
+    keeping extremes."""
+    key = (table.name, table.schema, rollups)
+    if key in _LEVELS_SQL:
+        return _LEVELS_SQL[key]
+    sql = _Sql(table)
+    arrays = ", ".join(f"${i + 1}::{_cast(c)}" for i, c in enumerate(sql.given))
+    rows = f"SELECT {OWNER_DAY} AS level, {sql.names} FROM owner_day"
+    if rollups:
+        rows += (f" UNION ALL {sql.cube_select('owner_day', month=False)}"
+                 f" UNION ALL {sql.cube_select('owner_day', month=True)}")
+    statement = (f"WITH owner_day AS (SELECT * FROM unnest({arrays}) AS u({sql.names})) "
+                 f"INSERT INTO {sql.name} AS t (level, {sql.names}) "
+                 f"SELECT * FROM ({rows}) AS r "
+                 f"ORDER BY {sql.pk} ON CONFLICT ({sql.pk}) DO UPDATE SET {sql.updates()}")
+    _LEVELS_SQL[key] = statement
+    return statement
+
+
+def _rollups_sql(table: Table) -> list[str]:
+    """Statements writing every rollup of the table's owner-day rows into a table without
+    rollup rows (the end of a replay): the day rows keeping every dimension from the
+    owner-day rows, the other day rows from those (far fewer), the month rows from the
+    day rows. Each in key order, so a day's rows of one level share few pages."""
+    sql = _Sql(table)
+    full = day_level(full_mask(table))
+    groups = ", ".join(c.name for c in sql.given if c.primary_key and c.name != "owner_subject")
+    keys = [c.name for c in sql.given if c.primary_key and c.name != "owner_subject"]
+    order = ", ".join(["owner_issuer", "level", "day", *(k for k in keys[1:] if k != "day")])
+    by_day = ", ".join("'' AS owner_subject" if c.name == "owner_subject" else
+                       c.name if c.primary_key else f"{sql.aggregate(c)} AS {c.name}"
+                       for c in sql.given)
+    day_rows = (f"INSERT INTO {sql.name} (level, {sql.names}) "
+                f"SELECT * FROM (SELECT {full} AS level, {by_day} FROM {sql.name} "
+                f"WHERE level = {OWNER_DAY} GROUP BY {groups} HAVING {sql.nonzero()}) AS r "
+                f"ORDER BY {order}")
+    full_rows = f"(SELECT * FROM {sql.name} WHERE level = {full}) AS full_day"
+    other_days = (f"INSERT INTO {sql.name} (level, {sql.names}) SELECT * FROM "
+                  f"({sql.cube_select(full_rows, month=False, all_but_full=True)}) AS r "
+                  f"ORDER BY {order}")
+    month = sql.day(True)
+    by_month = ", ".join("'' AS owner_subject" if c.name == "owner_subject"
+                         else f"{month} AS day" if c.name == "day"
+                         else c.name if c.primary_key else f"{sql.aggregate(c)} AS {c.name}"
+                         for c in sql.given)
+    month_groups = ", ".join(["level", *(month if k == "day" else k for k in keys)])
+    months = (f"INSERT INTO {sql.name} (level, {sql.names}) "
+              f"SELECT * FROM (SELECT level + {_MONTHS} AS level, {by_month} FROM {sql.name} "
+              f"WHERE level BETWEEN {day_level(0)} AND {full} GROUP BY {month_groups} "
+              f"HAVING {sql.nonzero()}) AS r ORDER BY {order}")
+    return [day_rows, other_days, months]
 
 
 async def _upsert_levels(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]],
@@ -567,7 +851,7 @@ async def _upsert_levels(driver: Any, table: Table, sums: dict[tuple[Any, ...], 
     # No all-zero rows: e.g. a status left and re-entered in one batch.
     rows = [(*key, *amounts) for key, amounts in sums.items() if any(amounts)]
     if rows:
-        await driver.execute(_levels_sql(table, "all" if rollups else "owner_day"),
+        await driver.execute(_levels_sql(table, rollups),
                              *(list(c) for c in zip(*rows, strict=True)))
 
 
@@ -639,18 +923,35 @@ def _needs_owner(f: StatisticsFilter, group_by: Sequence[str]) -> bool:
     return f.owner_subject is not None or f.owner is not None or "owner" in group_by
 
 
+def _kept(table: Table, f: StatisticsFilter, group_by: Sequence[str]) -> int:
+    """The mask of the smallest rollup holding every dimension the query filters or
+    groups on."""
+    wanted = set(group_by)
+    if f.user_group is not None:
+        wanted.add("group")
+    if f.template_type is not None:
+        wanted.add("templateType")
+    if f.provider is not None or "provider" in wanted or "region" in wanted:
+        wanted.add("site")
+    if f.statuses:
+        wanted.add("status")
+    mask = sum(CUBE[name][0] for name in table.info["cube"] if name in wanted)
+    return mask if mask in stored_masks(table) else full_mask(table)
+
+
 def _days(table: Table, f: StatisticsFilter, group_by: Sequence[str], lo: date | None,
           hi: date | None, *, cuts: Iterable[date] = (), months: bool = True
           ) -> ColumnElement[bool]:
     """The rows holding every delta of the days [lo, hi] (None: unbounded) exactly once.
 
-    Owner-day rows when the query needs the owner. Otherwise the issuer's rollups: a
-    month's row for each month inside [lo, hi] in which no ``cut`` (a day whose running
-    total the caller needs on its own) falls before the month's last day, day rows for the
-    other days (the partial months at the edges, and months with a cut). ``months=False``:
-    day rows only.
+    Owner-day rows when the query needs the owner. Otherwise the issuer's rollups with the
+    fewest dimensions the query needs (``_kept``): a month's rows for each month inside
+    [lo, hi] in which no ``cut`` (a day whose running total the caller needs on its own)
+    falls before the month's last day, day rows for the other days (the partial months at
+    the edges, and months with a cut). ``months=False``: day rows only.
     """
     level, day = table.c.level, table.c.day
+    mask = _kept(table, f, group_by)
     if _needs_owner(f, group_by):
         terms = [level == OWNER_DAY]
         if lo is not None:
@@ -669,7 +970,7 @@ def _days(table: Table, f: StatisticsFilter, group_by: Sequence[str], lo: date |
         split = sorted({c.replace(day=1) for c in edges if c != _month_end(c)
                         and (lo is None or c >= lo.replace(day=1))})
     if split is None:
-        terms = [level == DAY]
+        terms = [level == day_level(mask)]
         if lo is not None:
             terms.append(day >= lo)
         if hi is not None:
@@ -684,7 +985,7 @@ def _days(table: Table, f: StatisticsFilter, group_by: Sequence[str], lo: date |
             ranges[-1][1] = last
         else:
             ranges.append([first, last])
-    monthly = [level == MONTH]
+    monthly = [level == month_level(mask)]
     if lo is not None:
         monthly.append(day >= lo)
     if hi is not None:
@@ -692,7 +993,8 @@ def _days(table: Table, f: StatisticsFilter, group_by: Sequence[str], lo: date |
     if split:
         monthly.append(day.not_in(split))
     parts = [and_(*monthly)]
-    parts += [and_(level == DAY, day >= first, day <= last) for first, last in ranges]
+    parts += [and_(level == day_level(mask), day >= first, day <= last)
+              for first, last in ranges]
     return or_(*parts)
 
 
