@@ -80,7 +80,8 @@ class ReplayResult(msgspec.Struct, frozen=True, kw_only=True):
     ``until`` a time skips the ones recorded after it, so ``applied`` may be fewer)."""
     applied: int
     position: LogPosition
-    """The last log position replayed (where Kafka catch-up takes over)."""
+    """How far the replay covered the log (where Kafka catch-up takes over): its bound,
+    or without one the last event it read."""
     seconds: float
 
 
@@ -102,21 +103,29 @@ class RebuildInProgress(RuntimeError):
 
 # ---------------------------------------------------------------- replay
 
-async def _count(store: EventStore, after: LogPosition, to_position: LogPosition | None,
-                 categories: Sequence[str] | None, types: Sequence[str] | None) -> int:
-    query = "SELECT count(*) FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)"
+def _in_range(after: LogPosition, to_position: LogPosition | None,
+              categories: Sequence[str] | None, types: Sequence[str] | None
+              ) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) of the events a replay covers."""
+    where = "(tx_id, position) > ($1::text::xid8, $2)"
     args: list[Any] = [str(after.tx_id), after.position]
     if to_position is not None:
         args += [str(to_position.tx_id), to_position.position]
-        query += " AND (tx_id, position) <= ($3::text::xid8, $4)"
+        where += " AND (tx_id, position) <= ($3::text::xid8, $4)"
     if categories is not None:
         args.append(list(categories))
-        query += f" AND category = ANY(${len(args)})"
+        where += f" AND category = ANY(${len(args)})"
     if types is not None:
         args.append(list(types))
-        query += f" AND type = ANY(${len(args)})"
+        where += f" AND type = ANY(${len(args)})"
+    return where, args
+
+
+async def _count(store: EventStore, after: LogPosition, to_position: LogPosition | None,
+                 categories: Sequence[str] | None, types: Sequence[str] | None) -> int:
+    where, args = _in_range(after, to_position, categories, types)
     async with store.pool.acquire() as conn:
-        return int(await conn.fetchval(query, *args))
+        return int(await conn.fetchval(f"SELECT count(*) FROM events WHERE {where}", *args))
 
 
 # Every distinct type in the log, one index probe each (a skip scan of events_type_idx).
@@ -141,18 +150,11 @@ async def _refuse_unknown_types(store: EventStore, registry: EventRegistry,
                and t not in projection.HANDLES]
     if not unknown:
         return
-    query = ("SELECT event_id::text, position, stream_id, type, schema_version FROM events "
-             "WHERE type = ANY($1) AND (tx_id, position) > ($2::text::xid8, $3)")
-    args: list[Any] = [unknown, str(after.tx_id), after.position]
-    if to_position is not None:
-        args += [str(to_position.tx_id), to_position.position]
-        query += " AND (tx_id, position) <= ($4::text::xid8, $5)"
-    if categories is not None:
-        args.append(list(categories))
-        query += f" AND category = ANY(${len(args)})"
-    query += " ORDER BY tx_id, position LIMIT 1"
+    where, args = _in_range(after, to_position, categories, unknown)
     async with store.pool.acquire() as conn:
-        row = await conn.fetchrow(query, *args)
+        row = await conn.fetchrow(
+            "SELECT event_id::text, position, stream_id, type, schema_version FROM events "
+            f"WHERE {where} ORDER BY tx_id, position LIMIT 1", *args)
     if row is None:
         return
     error = UnknownEventType(row["type"], row["schema_version"])
@@ -299,7 +301,12 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
             while True:
                 batch = await pending
                 if not batch:
-                    if to_position is None or position >= to_position or bound_final:
+                    if to_position is None:
+                        break
+                    if position >= to_position or bound_final:
+                        # Every final event up to the bound was read, those of the types
+                        # skipped too: the replay covered the log up to its bound.
+                        position = max(position, to_position)
                         break
                     if await _is_final(store, to_position):
                         bound_final = True

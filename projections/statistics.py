@@ -20,10 +20,11 @@ from-scratch count over the log gives the same numbers (tests/statistics checks 
 
 Every bucket table holds rows of several levels (column ``level``): per owner and day (the
 owner is a key dimension: roughly one row per deployment and day), and rollups without
-the owner per day and per month (``day`` = the month's first day), one for each subset of
-the other dimensions kept (a cube: group, template type, site, and status for
-``created``). Rollups are sums of the owner-day rows, written with them by the live
-runner and summed once at the end of a replay (``StatisticsReplay``). A query that does
+the owner per day and per month (``day`` = the month's first day): one keeping each
+subset of at most two of the other dimensions, and one keeping them all (group, template
+type, site, and status for ``created``; ``stored_masks``). Rollups are sums of the
+owner-day rows, written with them by the live runner and summed once at the end of a
+replay (``StatisticsReplay``). A query that does
 not scope, filter or group by owner reads the smallest rollup holding the dimensions it
 filters or groups on: whole months from the monthly rows, day rows
 only for the partial months at the edges of its range and for months in which it needs a
