@@ -227,7 +227,7 @@ async def run_audit(url: str, *, deployments: int = 100_000, queries: int = 300,
                     reuse: bool = False, parts: tuple[str, ...] = PARTS
                     ) -> list[dict[str, object]]:
     """``reuse``: keep the log a previous run filled (its scale wins over ``deployments``);
-    ``parts``: which of the three groups of figures to measure."""
+    ``parts``: which of ``PARTS`` to measure."""
     pool = await create_pool(url, min_size=4, max_size=12)
     store = EventStore(pool)
     engine = database_engine(url, pool_size=8)

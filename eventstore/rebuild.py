@@ -57,7 +57,7 @@ from eventstore.projection import (
 )
 from eventstore.records import LogPosition, RecordedEvent, UnknownEventType
 from eventstore.registry import EventRegistry
-from eventstore.store import EventStore
+from eventstore.store import EventStore, log_range
 
 log = logging.getLogger(__name__)
 
@@ -103,27 +103,10 @@ class RebuildInProgress(RuntimeError):
 
 # ---------------------------------------------------------------- replay
 
-def _in_range(after: LogPosition, to_position: LogPosition | None,
-              categories: Sequence[str] | None, types: Sequence[str] | None
-              ) -> tuple[str, list[Any]]:
-    """The WHERE clause (and its arguments) of the events a replay covers."""
-    where = "(tx_id, position) > ($1::text::xid8, $2)"
-    args: list[Any] = [str(after.tx_id), after.position]
-    if to_position is not None:
-        args += [str(to_position.tx_id), to_position.position]
-        where += " AND (tx_id, position) <= ($3::text::xid8, $4)"
-    if categories is not None:
-        args.append(list(categories))
-        where += f" AND category = ANY(${len(args)})"
-    if types is not None:
-        args.append(list(types))
-        where += f" AND type = ANY(${len(args)})"
-    return where, args
-
-
 async def _count(store: EventStore, after: LogPosition, to_position: LogPosition | None,
                  categories: Sequence[str] | None, types: Sequence[str] | None) -> int:
-    where, args = _in_range(after, to_position, categories, types)
+    where, args = log_range(after, to_position=to_position, categories=categories,
+                            types=types)
     async with store.pool.acquire() as conn:
         return int(await conn.fetchval(f"SELECT count(*) FROM events WHERE {where}", *args))
 
@@ -150,7 +133,8 @@ async def _refuse_unknown_types(store: EventStore, registry: EventRegistry,
                and t not in projection.HANDLES]
     if not unknown:
         return
-    where, args = _in_range(after, to_position, categories, unknown)
+    where, args = log_range(after, to_position=to_position, categories=categories,
+                            types=unknown)
     async with store.pool.acquire() as conn:
         row = await conn.fetchrow(
             "SELECT event_id::text, position, stream_id, type, schema_version FROM events "

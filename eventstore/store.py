@@ -47,6 +47,25 @@ def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
+def log_range(after: LogPosition, *, to_position: LogPosition | None = None,
+              categories: Sequence[str] | None = None, types: Sequence[str] | None = None
+              ) -> tuple[str, list[Any]]:
+    """The WHERE clause (arguments from $1) of the events after ``after`` in log order,
+    up to ``to_position``, of ``categories`` and ``types`` (None: any)."""
+    where = "(events.tx_id, events.position) > ($1::text::xid8, $2)"
+    args: list[Any] = [str(after.tx_id), after.position]
+    if to_position is not None:
+        args += [str(to_position.tx_id), to_position.position]
+        where += " AND (events.tx_id, events.position) <= ($3::text::xid8, $4)"
+    if categories is not None:
+        args.append(list(categories))
+        where += f" AND category = ANY(${len(args)})"
+    if types is not None:
+        args.append(list(types))
+        where += f" AND type = ANY(${len(args)})"
+    return where, args
+
+
 SESSION_SETTINGS = {"application_name": "orchestrator", "jit": "off"}
 """Settings of every orchestrator session. JIT off: our statements are short reads and
 writes, and on read models of a million deployments the planner's cost crossed the JIT
@@ -162,22 +181,13 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """The next events in log order after `after`, only those that are final (and of
         ``types``, when given: a replay skips what its projection ignores in Postgres)."""
+        where, args = log_range(after, to_position=to_position, categories=categories,
+                                types=types)
+        args.append(limit)
         # Qualified names: the select list's tx_id is the bigint rendering, and
         # ORDER BY would pick that alias and sort instead of using the index.
-        query = (_SELECT + " WHERE (events.tx_id, events.position) > ($1::text::xid8, $2)"
-                 f" AND {BELOW_HORIZON}")
-        args: list[Any] = [str(after.tx_id), after.position]
-        if categories is not None:
-            args.append(list(categories))
-            query += f" AND category = ANY(${len(args)})"
-        if to_position is not None:
-            args.extend([str(to_position.tx_id), to_position.position])
-            query += f" AND (tx_id, position) <= (${len(args) - 1}::text::xid8, ${len(args)})"
-        if types is not None:
-            args.append(list(types))
-            query += f" AND type = ANY(${len(args)})"
-        args.append(limit)
-        query += f" ORDER BY events.tx_id, events.position LIMIT ${len(args)}"
+        query = (f"{_SELECT} WHERE {where} AND {BELOW_HORIZON} "
+                 f"ORDER BY events.tx_id, events.position LIMIT ${len(args)}")
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(query, *args)
         return [_row_to_event(r) for r in rows]
@@ -194,12 +204,8 @@ class EventStore:
                           *, limit: int | None = None) -> int:
         """Events after `after` (counting stops at `limit`: an exact count of a long
         backlog would scan all of it, and a gauge only needs to know it is large)."""
-        query = ("SELECT 1 FROM events "
-                 "WHERE (events.tx_id, events.position) > ($1::text::xid8, $2)")
-        args: list[Any] = [str(after.tx_id), after.position]
-        if categories is not None:
-            args.append(list(categories))
-            query += f" AND category = ANY(${len(args)})"
+        where, args = log_range(after, categories=categories)
+        query = f"SELECT 1 FROM events WHERE {where}"
         if limit is not None:
             args.append(limit)
             query += f" LIMIT ${len(args)}"

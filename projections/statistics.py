@@ -495,8 +495,8 @@ class StatisticsReplay:
 
     Memory is bounded: past ``facts_in_memory`` deployments (a fact takes about 430 bytes:
     a million, some 430 MB), the facts not updated for longest are written and forgotten
-    (read back if their stream goes on). Nothing else
-    writes a build's tables while it replays, so the facts held here are current.
+    (read back if their stream goes on). Nothing else writes a build's tables while it
+    replays, so the facts held here are current.
     """
 
     def __init__(self, tables: Sequence[Table], *, facts_in_memory: int = 1_000_000,
@@ -596,15 +596,14 @@ class StatisticsReplay:
 
 
 def _deltas_name(table: Table) -> str:
-    return _name(Table(f"{table.name}_deltas", MetaData(), schema=table.schema))
+    return _qualified(f"{table.name}_deltas", table.schema)
 
 
 async def _begin_bulk_load(driver: Any, table: Table) -> None:
     """Drop the (empty) table's indexes and create its unlogged delta table."""
     await driver.execute(f"ALTER TABLE {_name(table)} DROP CONSTRAINT {table.name}_pkey")
     for index in table.indexes:
-        schema = f'"{table.schema}".' if table.schema else ""
-        await driver.execute(f'DROP INDEX {schema}"{index.name}"')
+        await driver.execute(f"DROP INDEX {_qualified(str(index.name), table.schema)}")
     await driver.execute(f"CREATE UNLOGGED TABLE {_deltas_name(table)} "
                          f"(LIKE {_name(table)} INCLUDING DEFAULTS)")
 
@@ -622,14 +621,9 @@ async def _end_bulk_load(driver: Any, table: Table) -> None:
     """Owner-day rows summed from the deltas, the rollups from them, then the indexes
     built over the loaded rows."""
     sql = _Sql(table)
-    keys = ", ".join(c.name for c in sql.given if c.primary_key)
-    sums = ", ".join(c.name if c.primary_key else f"{sql.aggregate(c)} AS {c.name}"
-                     for c in sql.given)
-    await driver.execute(
-        f"INSERT INTO {_name(table)} (level, {sql.names}) "
-        f"SELECT {OWNER_DAY}, {sums} FROM {_deltas_name(table)} GROUP BY {keys} "
-        f"HAVING {sql.nonzero()} ORDER BY owner_issuer, day, {keys}")
-    await driver.execute(f"DROP TABLE {_deltas_name(table)}")
+    deltas = _deltas_name(table)
+    await driver.execute(sql.insert_summed(deltas, level=str(OWNER_DAY), owner=True))
+    await driver.execute(f"DROP TABLE {deltas}")
     for statement in _rollups_sql(table):
         await driver.execute(statement)
     await driver.execute(f"ALTER TABLE {_name(table)} ADD CONSTRAINT {table.name}_pkey "
@@ -678,7 +672,11 @@ async def _driver(conn: AsyncConnection) -> Any:
 
 
 def _name(table: Table) -> str:
-    return (f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"')
+    return _qualified(table.name, table.schema)
+
+
+def _qualified(name: str, schema: str | None) -> str:
+    return f'"{schema}"."{name}"' if schema else f'"{name}"'
 
 
 _ARRAY_TYPES = {"TEXT": "text[]", "DATE": "date[]", "BIGINT": "bigint[]",
@@ -731,10 +729,10 @@ class _Sql:
         self.names = ", ".join(c.name for c in self.given)
         self.values = [c for c in table.c if not c.primary_key]
         self.cube = [CUBE[name] for name in table.info["cube"]]
-        rolled = {column for _, columns in self.cube for column in columns}
+        self.rolled = {column for _, columns in self.cube for column in columns}
         # Keys every rollup row keeps (failures: status and reason).
         self.fixed = [c.name for c in self.given if c.primary_key and c.name not in DIMENSIONS
-                      and c.name != "day" and c.name not in rolled]
+                      and c.name != "day" and c.name not in self.rolled]
         self.pk = ", ".join(c.name for c in table.primary_key.columns)
 
     def aggregate(self, column: Column[Any]) -> str:
@@ -757,14 +755,13 @@ class _Sql:
         them all."""
         level = f"{1 + (_MONTHS if month else 0)} + " + " + ".join(
             f"(1 - GROUPING({columns[0]})) * {bit}" for bit, columns in self.cube)
-        rolled = {column for _, columns in self.cube for column in columns}
         columns = []
         for column in self.given:
             if column.name == "owner_subject":
                 value = "''"
             elif column.name == "day":
                 value = self.day(month)
-            elif column.name in rolled:
+            elif column.name in self.rolled:
                 value = f"coalesce({column.name}, '')"
             elif column.primary_key:
                 value = column.name
@@ -778,6 +775,29 @@ class _Sql:
         return (f"SELECT {level} AS level, {', '.join(columns)} FROM {source} "
                 f"GROUP BY {', '.join(['owner_issuer', self.day(month), *self.fixed])}, "
                 f"GROUPING SETS ({sets}) HAVING {self.nonzero()}")
+
+    def insert_summed(self, source: str, *, level: str, owner: bool = False,
+                      month: bool = False) -> str:
+        """INSERT of ``source``'s rows summed per key, at ``level`` (an expression of the
+        source's level when ``month``: the months of each day level), with the owner or
+        with '' for it, per day or per month; in key order, so the rows of a day and
+        level share few pages."""
+        columns, groups = [], ["level"] if month else []
+        for column in self.given:
+            if column.name == "owner_subject" and not owner:
+                columns.append("'' AS owner_subject")
+            elif column.name == "day":
+                columns.append(f"{self.day(month)} AS day")
+                groups.append(self.day(month))
+            elif column.primary_key:
+                columns.append(column.name)
+                groups.append(column.name)
+            else:
+                columns.append(f"{self.aggregate(column)} AS {column.name}")
+        return (f"INSERT INTO {self.name} (level, {self.names}) SELECT * FROM "
+                f"(SELECT {level} AS level, {', '.join(columns)} FROM {source} "
+                f"GROUP BY {', '.join(groups)} HAVING {self.nonzero()}) AS r "
+                f"ORDER BY {self.pk}")
 
     def updates(self) -> str:
         return ", ".join(
@@ -814,34 +834,19 @@ def _rollups_sql(table: Table) -> list[str]:
     """Statements writing every rollup of the table's owner-day rows into a table without
     rollup rows (the end of a replay): the day rows keeping every dimension from the
     owner-day rows, the other day rows from those (far fewer), the month rows from the
-    day rows. Each in key order, so a day's rows of one level share few pages."""
+    day rows."""
     sql = _Sql(table)
     full = day_level(full_mask(table))
-    groups = ", ".join(c.name for c in sql.given if c.primary_key and c.name != "owner_subject")
-    keys = [c.name for c in sql.given if c.primary_key and c.name != "owner_subject"]
-    order = ", ".join(["owner_issuer", "level", "day", *(k for k in keys[1:] if k != "day")])
-    by_day = ", ".join("'' AS owner_subject" if c.name == "owner_subject" else
-                       c.name if c.primary_key else f"{sql.aggregate(c)} AS {c.name}"
-                       for c in sql.given)
-    day_rows = (f"INSERT INTO {sql.name} (level, {sql.names}) "
-                f"SELECT * FROM (SELECT {full} AS level, {by_day} FROM {sql.name} "
-                f"WHERE level = {OWNER_DAY} GROUP BY {groups} HAVING {sql.nonzero()}) AS r "
-                f"ORDER BY {order}")
-    full_rows = f"(SELECT * FROM {sql.name} WHERE level = {full}) AS full_day"
-    other_days = (f"INSERT INTO {sql.name} (level, {sql.names}) SELECT * FROM "
-                  f"({sql.cube_select(full_rows, month=False, all_but_full=True)}) AS r "
-                  f"ORDER BY {order}")
-    month = sql.day(True)
-    by_month = ", ".join("'' AS owner_subject" if c.name == "owner_subject"
-                         else f"{month} AS day" if c.name == "day"
-                         else c.name if c.primary_key else f"{sql.aggregate(c)} AS {c.name}"
-                         for c in sql.given)
-    month_groups = ", ".join(["level", *(month if k == "day" else k for k in keys)])
-    months = (f"INSERT INTO {sql.name} (level, {sql.names}) "
-              f"SELECT * FROM (SELECT level + {_MONTHS} AS level, {by_month} FROM {sql.name} "
-              f"WHERE level BETWEEN {day_level(0)} AND {full} GROUP BY {month_groups} "
-              f"HAVING {sql.nonzero()}) AS r ORDER BY {order}")
-    return [day_rows, other_days, months]
+    other_days = sql.cube_select(f"(SELECT * FROM {sql.name} WHERE level = {full}) AS days",
+                                 month=False, all_but_full=True)
+    return [
+        sql.insert_summed(f"(SELECT * FROM {sql.name} WHERE level = {OWNER_DAY}) AS owners",
+                          level=str(full)),
+        f"INSERT INTO {sql.name} (level, {sql.names}) "
+        f"SELECT * FROM ({other_days}) AS r ORDER BY {sql.pk}",
+        sql.insert_summed(f"(SELECT * FROM {sql.name} WHERE level BETWEEN {day_level(0)} "
+                          f"AND {full}) AS days", level=f"level + {_MONTHS}", month=True),
+    ]
 
 
 async def _upsert_levels(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]],
