@@ -20,10 +20,12 @@ Replays run under ``replaying()``: side-effect handlers refuse to run inside one
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -222,6 +224,42 @@ def _strict(projection: Projection, registry: EventRegistry | None,
     return items
 
 
+REPLAY_GC_THRESHOLD = 100_000
+"""Allocations between young-generation collections while a replay runs (Python's
+default: 700). A replay allocates about ten tracked objects per event (the row, its
+envelope, the payload's structs) that die with their batch: at 700 the collector ran
+every ~70 events and copied each batch's live objects up the generations. Measured on
+the first 3M events of the 10M-event benchmark log: 82.5 s -> 60.4 s, the same as with
+the collector off, while reference cycles are still collected."""
+
+
+class _CollectorThreshold:
+    """The young-generation threshold raised while any replay runs. Thresholds are
+    global to the process: concurrent replays count themselves, and the last one out
+    restores what was there before the first came in."""
+
+    def __init__(self) -> None:
+        self.replays = 0
+        self.saved = gc.get_threshold()
+
+    @contextmanager
+    def raised(self) -> Iterator[None]:
+        if self.replays == 0:
+            self.saved = gc.get_threshold()
+            first, *older = self.saved
+            gc.set_threshold(max(first, REPLAY_GC_THRESHOLD), *older)
+        self.replays += 1
+        try:
+            yield
+        finally:
+            self.replays -= 1
+            if self.replays == 0:
+                gc.set_threshold(*self.saved)
+
+
+_collector_threshold = _CollectorThreshold()
+
+
 async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngine,
                  version: int, tables: Sequence[Any] | None = None,
                  registry: EventRegistry | None = None,
@@ -274,7 +312,7 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
                                                     categories=categories,
                                                     to_position=to_position, types=types))
 
-    with replaying():
+    with replaying(), _collector_threshold.raised():
         pending = read(position)
         waited_since: float | None = None
         # Whether the bound was final before the last read began: only then does an empty
@@ -311,6 +349,10 @@ async def replay(projection: Projection, *, store: EventStore, engine: AsyncEngi
                 last = stop_near_head and len(batch) < batch_size
                 if not last:
                     pending = read(position)
+                    # Let the read send its query now: the batch is decoded and folded
+                    # (tens of ms on this core) while Postgres runs it on another.
+                    # Without this it was sent at the batch's first database call.
+                    await asyncio.sleep(0)
                 items = _strict(projection, registry, batch, until)
                 async with engine.begin() as conn:
                     if replayer is not None:

@@ -253,10 +253,14 @@ class Changes:
     activity: dict[tuple[Any, ...], list[int]]
     outcomes: dict[tuple[Any, ...], list[int]]
     failures: dict[tuple[Any, ...], int]
+    created_from_facts: bool = False
+    """Leave ``created`` empty: a bulk load groups its rows from the final facts instead
+    (a deployment counts on its creation day with its dimensions and status of now, so
+    those rows are a function of the facts; each status change made two deltas)."""
 
     @classmethod
-    def empty(cls) -> Changes:
-        return cls({}, {}, {}, {})
+    def empty(cls, *, created_from_facts: bool = False) -> Changes:
+        return cls({}, {}, {}, {}, created_from_facts)
 
     def rows(self) -> int:
         return (len(self.created) + len(self.activity) + len(self.outcomes)
@@ -299,12 +303,14 @@ def record_changes(changes: Changes, before: Facts | None, after: Facts | None,
     dims = after.dimensions
     amounts = (1, after.vcpus, after.ram_mb, after.gpus)
     if before is None:  # a new deployment: created, not active yet, no transition
-        _add(changes.created, (*dims, after.created_day, after.status), amounts)
+        if not changes.created_from_facts:
+            _add(changes.created, (*dims, after.created_day, after.status), amounts)
         return
     old_dims = before.dimensions
     old_amounts = (1, before.vcpus, before.ram_mb, before.gpus)
     moved = old_dims != dims or old_amounts != amounts
-    if moved or before.status != after.status or before.created_day != after.created_day:
+    if not changes.created_from_facts and (
+            moved or before.status != after.status or before.created_day != after.created_day):
         _add(changes.created, (*old_dims, before.created_day, before.status),
              [-v for v in old_amounts])
         _add(changes.created, (*dims, after.created_day, after.status), amounts)
@@ -488,10 +494,11 @@ class StatisticsReplay:
 
     Into new (empty) tables, the usual bulk load: the bucket tables lose their indexes
     for the replay, pending deltas are COPYed into an unlogged table without any, and
-    ``finish`` sums them into owner-day rows, adds the rollups and builds the indexes
-    once (an index built over sorted rows costs a fraction of a million inserts into
-    it). Into tables that already hold rows (a replay continuing a build), deltas are
-    upserted as the live path does.
+    ``finish`` sums them into owner-day rows (``created``'s are grouped from the final
+    facts, no deltas kept), adds the rollups and builds the indexes once (an index
+    built over sorted rows costs a fraction of a million inserts into it). Into tables
+    that already hold rows (a replay continuing a build), deltas are upserted as the
+    live path does.
 
     Memory is bounded: past ``facts_in_memory`` deployments (a fact takes about 430 bytes:
     a million, some 430 MB), the facts not updated for longest are written and forgotten
@@ -523,8 +530,11 @@ class StatisticsReplay:
                 f"SELECT EXISTS (SELECT 1 FROM {_name(deployments)})")
             self.all_in_memory = self.fresh
             if self.fresh:
-                for table in self.tables[1:]:
-                    await _begin_bulk_load(driver, table)
+                created, *summed = self.tables[1:]
+                await _begin_bulk_load(driver, created, deltas=False)
+                for table in summed:
+                    await _begin_bulk_load(driver, table, deltas=True)
+                self.changes = Changes.empty(created_from_facts=True)
         if not self.all_in_memory:
             missing = sorted({d.deployment_id for _, d in items} - self.facts.keys())
             if missing:
@@ -543,11 +553,13 @@ class StatisticsReplay:
 
     async def _write_pending(self, driver: Any) -> None:
         if self.fresh:
-            for table, sums in zip(self.tables[1:], self.changes.by_table(), strict=True):
-                await _copy_deltas(driver, table, sums)
+            _, *summed = self.tables[1:]
+            _, *sums = self.changes.by_table()
+            for table, table_sums in zip(summed, sums, strict=True):
+                await _copy_deltas(driver, table, table_sums)
         else:
             await _write_changes(driver, self.tables, self.changes, rollups=False)
-        self.changes = Changes.empty()
+        self.changes = Changes.empty(created_from_facts=bool(self.fresh))
 
     async def _forget_oldest(self, driver: Any) -> None:
         await self._write_unwritten(driver)
@@ -586,11 +598,14 @@ class StatisticsReplay:
                     for statement in _rollups_sql(table):
                         await driver.execute(statement)
                 return
+        deployments, created, *summed = self.tables
+        sources = {created.name: _facts_as_created_rows(deployments),
+                   **{table.name: _deltas_name(table) for table in summed}}
         two_at_a_time = asyncio.Semaphore(2)
 
         async def end(table: Table) -> None:
             async with two_at_a_time, engine.begin() as conn:
-                await _end_bulk_load(await _driver(conn), table)
+                await _end_bulk_load(await _driver(conn), table, sources[table.name])
 
         await asyncio.gather(*(end(table) for table in self.tables[1:]))
 
@@ -599,13 +614,15 @@ def _deltas_name(table: Table) -> str:
     return _qualified(f"{table.name}_deltas", table.schema)
 
 
-async def _begin_bulk_load(driver: Any, table: Table) -> None:
-    """Drop the (empty) table's indexes and create its unlogged delta table."""
+async def _begin_bulk_load(driver: Any, table: Table, *, deltas: bool) -> None:
+    """Drop the (empty) table's indexes and, with ``deltas``, create its unlogged delta
+    table."""
     await driver.execute(f"ALTER TABLE {_name(table)} DROP CONSTRAINT {table.name}_pkey")
     for index in table.indexes:
         await driver.execute(f"DROP INDEX {_qualified(str(index.name), table.schema)}")
-    await driver.execute(f"CREATE UNLOGGED TABLE {_deltas_name(table)} "
-                         f"(LIKE {_name(table)} INCLUDING DEFAULTS)")
+    if deltas:
+        await driver.execute(f"CREATE UNLOGGED TABLE {_deltas_name(table)} "
+                             f"(LIKE {_name(table)} INCLUDING DEFAULTS)")
 
 
 async def _copy_deltas(driver: Any, table: Table, sums: dict[tuple[Any, ...], list[Any]]
@@ -617,13 +634,23 @@ async def _copy_deltas(driver: Any, table: Table, sums: dict[tuple[Any, ...], li
             columns=[c.name for c in table.c], records=rows)
 
 
-async def _end_bulk_load(driver: Any, table: Table) -> None:
-    """Owner-day rows summed from the deltas, the rollups from them, then the indexes
-    built over the loaded rows."""
+def _facts_as_created_rows(deployments: Table) -> str:
+    """The facts as rows of the created table, one per deployment (keys compared as
+    bytes, like the table's)."""
+    keys = ", ".join(f'{name} COLLATE "C" AS {name}' for name in DIMENSIONS)
+    return (f"(SELECT {OWNER_DAY} AS level, {keys}, created_day AS day, "
+            f'status COLLATE "C" AS status, 1 AS deployments, vcpus, ram_mb, gpus '
+            f"FROM {_name(deployments)}) AS facts")
+
+
+async def _end_bulk_load(driver: Any, table: Table, source: str) -> None:
+    """Owner-day rows summed from ``source`` (the table's deltas, dropped then, or rows
+    derived from the facts), the rollups from them, then the indexes built over the
+    loaded rows."""
     sql = _Sql(table)
-    deltas = _deltas_name(table)
-    await driver.execute(sql.insert_summed(deltas, level=str(OWNER_DAY), owner=True))
-    await driver.execute(f"DROP TABLE {deltas}")
+    await driver.execute(sql.insert_summed(source, level=str(OWNER_DAY), owner=True))
+    if source == _deltas_name(table):
+        await driver.execute(f"DROP TABLE {source}")
     for statement in _rollups_sql(table):
         await driver.execute(statement)
     await driver.execute(f"ALTER TABLE {_name(table)} ADD CONSTRAINT {table.name}_pkey "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 
 import pytest
@@ -17,6 +18,7 @@ from eventstore.consumers import (
 )
 from eventstore.projection import ProjectionVersions
 from eventstore.rebuild import (
+    REPLAY_GC_THRESHOLD,
     RebuildProgress,
     committed_head,
     position_of,
@@ -162,3 +164,27 @@ async def test_rebuild_to_a_position_or_a_time_into_a_scratch_schema(
     # The live tables were never touched.
     assert await ProjectionVersions(fx_engine).all("event_counts") == []
 
+
+
+async def test_concurrent_replays_leave_the_collector_as_they_found_it(
+        fx_store: EventStore, fx_engine: AsyncEngine) -> None:
+    """Replays raise the process-wide young-generation threshold; overlapping ones must
+    not leave it raised (the second one out would restore the first one's raised value)."""
+    await write_mixed(fx_store, 300, seed=47)
+    head = await committed_head(fx_store)
+    assert head is not None
+    before = gc.get_threshold()
+    seen: list[tuple[str, tuple[int, int, int]]] = []
+
+    async def replay_into(schema: str) -> None:
+        await rebuild_to(event_counts, store=fx_store, engine=fx_engine, schema=schema,
+                         position=head.position, batch_size=10,
+                         progress=lambda _: seen.append((schema, gc.get_threshold())))
+
+    await asyncio.gather(replay_into(f"gc_{uuid.uuid4().hex[:8]}"),
+                         replay_into(f"gc_{uuid.uuid4().hex[:8]}"))
+    order = [schema for schema, _ in seen]
+    assert len(set(order)) == 2
+    assert order != sorted(order, key=order.index), "the replays did not overlap"
+    assert all(t[0] == REPLAY_GC_THRESHOLD and t[1:] == before[1:] for _, t in seen)
+    assert gc.get_threshold() == before
