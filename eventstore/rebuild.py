@@ -26,12 +26,12 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore.consumers import (
     ConsumerSettings,
@@ -47,6 +47,7 @@ from eventstore.consumers import (
 from eventstore.projection import (
     Projection,
     ProjectionVersions,
+    VersionRecord,
     apply_events,
     create_tables,
     drop_tables,
@@ -536,3 +537,51 @@ async def drop_version(engine: AsyncEngine, projection: Projection, version: int
             raise ValueError(f"{projection.NAME} v{version} is live")
         await drop_tables(conn, versioned_tables(projection, version))
 
+
+
+RETIRED_GRACE = timedelta(minutes=1)
+"""How long a retired build's tables outlive its retirement before ``drop_retired`` may
+drop them: readers move to the new build within a second (``LiveVersion``'s re-read) and
+the retired build's runner stops within ``version_check_interval`` (2 s)."""
+
+
+class Build(msgspec.Struct, frozen=True, kw_only=True):
+    """A build of a projection, as an operator lists them."""
+
+    record: VersionRecord
+    has_tables: bool
+    """False once its tables were dropped (a retired build stays listed as retired)."""
+
+
+async def builds(engine: AsyncEngine, projection: Projection) -> list[Build]:
+    """Every build of ``projection`` in version order, and whether its tables exist."""
+    found = []
+    for record in await ProjectionVersions(engine).all(projection.NAME):
+        async with engine.connect() as conn:
+            found.append(Build(record=record, has_tables=await _has_tables(
+                conn, versioned_tables(projection, record.version))))
+    return found
+
+
+async def _has_tables(conn: AsyncConnection, tables: Sequence[Any]) -> bool:
+    return bool((await conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
+                                    {"name": tables[0].name})).scalar_one())
+
+
+async def drop_retired(engine: AsyncEngine, projection: Projection, *,
+                       grace: timedelta = RETIRED_GRACE) -> list[int]:
+    """Drop the tables of the builds retired at least ``grace`` ago (by the database's
+    clock); the versions whose tables it dropped. Live and building builds are never
+    touched, and the dropped ones stay in projection_versions as retired: a runner of one
+    still up keeps being told to stop."""
+    async with engine.connect() as conn:
+        now = (await conn.execute(text("SELECT now()"))).scalar_one()
+    dropped = []
+    for build in await builds(engine, projection):
+        record = build.record
+        if record.state == "retired" and build.has_tables and now - record.updated_at >= grace:
+            await drop_version(engine, projection, record.version)
+            log.info("dropped the tables of %s v%d (retired %s)", projection.NAME,
+                     record.version, record.updated_at.isoformat())
+            dropped.append(record.version)
+    return dropped

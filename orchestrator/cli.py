@@ -17,11 +17,18 @@ from api.auth import TrustedIssuer
 from eventstore.audit import export_log, verify_log
 from eventstore.consumers import topics_for
 from eventstore.dead_letters import list_dead_letters, retry_dead_letters
-from eventstore.rebuild import RebuildInProgress, RebuildProgress, rebuild
+from eventstore.rebuild import (
+    RETIRED_GRACE,
+    RebuildInProgress,
+    RebuildProgress,
+    builds,
+    drop_retired,
+    rebuild,
+)
 from eventstore.records import UnknownEventType
 from eventstore.relay import ensure_topics
 from orchestrator import bootstrap, dev_issuer, logs, migrate
-from orchestrator.settings import Settings, env
+from orchestrator.settings import Settings, database_engine, env
 
 
 class ProgressBar:
@@ -135,6 +142,26 @@ async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
               f"({result.replay.events:,} events replayed)")
     finally:
         await system.close()
+    return 0
+
+
+async def _projections(args: argparse.Namespace, settings: Settings) -> int:
+    """Every build of every projection; with --drop-retired, first drop the tables of the
+    builds retired over a minute ago (a rebuild keeps the build it replaced)."""
+    engine = database_engine(settings.database_url)
+    try:
+        for projection, _ in bootstrap.PROJECTIONS:
+            if args.drop_retired:
+                for version in await drop_retired(engine, projection):
+                    print(f"dropped the tables of {projection.NAME} v{version}")
+            for build in await builds(engine, projection):
+                record = build.record
+                print(f"{record.projection}\tv{record.version}\t{record.state}\t"
+                      f"code v{record.code_version}\t"
+                      f"since {record.updated_at:%Y-%m-%d %H:%M:%S%z}\t"
+                      f"{'tables' if build.has_tables else 'tables dropped'}")
+    finally:
+        await engine.dispose()
     return 0
 
 
@@ -284,6 +311,12 @@ def parser() -> argparse.ArgumentParser:
     rebuild_cmd.add_argument("projection")
     rebuild_cmd.add_argument("--no-switch", action="store_true",
                              help="build and catch up, but keep the current version live")
+    builds_cmd = commands.add_parser(
+        "projections", help="list every projection's builds (live, building, retired)")
+    builds_cmd.add_argument(
+        "--drop-retired", action="store_true",
+        help=f"first drop the tables of builds retired over "
+             f"{int(RETIRED_GRACE.total_seconds())} s ago")
     dead = commands.add_parser("dead-letters", help="list or retry parked handler events")
     dead.add_argument("action", choices=["list", "retry"])
     dead.add_argument("handler", nargs="?", help="handler name (required for retry)")
@@ -337,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dead-letters" and args.action == "retry" and not args.handler:
         print("dead-letters retry needs a handler name", file=sys.stderr)
         return 2
-    action: Any = {"run": _run, "rebuild": _rebuild, "dead-letters": _dead_letters,
+    action: Any = {"run": _run, "rebuild": _rebuild, "projections": _projections,
+                   "dead-letters": _dead_letters,
                    "verify": _verify, "export": _export,
                    "replay": _replay,  # replay: issue 7
                    "airanker-dataset": _airanker_dataset,  # issue 4
