@@ -538,7 +538,6 @@ async def drop_version(engine: AsyncEngine, projection: Projection, version: int
         await drop_tables(conn, versioned_tables(projection, version))
 
 
-
 RETIRED_GRACE = timedelta(minutes=1)
 """How long a retired build's tables outlive its retirement before ``drop_retired`` may
 drop them: readers move to the new build within a second (``LiveVersion``'s re-read) and
@@ -555,12 +554,11 @@ class Build(msgspec.Struct, frozen=True, kw_only=True):
 
 async def builds(engine: AsyncEngine, projection: Projection) -> list[Build]:
     """Every build of ``projection`` in version order, and whether its tables exist."""
-    found = []
-    for record in await ProjectionVersions(engine).all(projection.NAME):
-        async with engine.connect() as conn:
-            found.append(Build(record=record, has_tables=await _has_tables(
-                conn, versioned_tables(projection, record.version))))
-    return found
+    records = await ProjectionVersions(engine).all(projection.NAME)
+    async with engine.connect() as conn:
+        return [Build(record=record, has_tables=await _has_tables(
+                    conn, versioned_tables(projection, record.version)))
+                for record in records]
 
 
 async def _has_tables(conn: AsyncConnection, tables: Sequence[Any]) -> bool:
