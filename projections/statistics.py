@@ -24,13 +24,13 @@ the owner per day and per month (``day`` = the month's first day): one keeping e
 subset of at most two of the other dimensions, and one keeping them all (group, template
 type, site, and status for ``created``; ``stored_masks``). Rollups are sums of the
 owner-day rows, written with them by the live runner and summed once at the end of a
-replay (``StatisticsReplay``). A query that does
-not scope, filter or group by owner reads the smallest rollup holding the dimensions it
-filters or groups on: whole months from the monthly rows, day rows
-only for the partial months at the edges of its range and for months in which it needs a
-running total on its own (``active`` per day or week). So ``active`` at day D = monthly
-deltas before month(D) + day deltas from the month's start to D, and resource-hours use
-the monthly rows of months wholly before or wholly inside the window.
+replay (``StatisticsReplay``). A query that does not scope, filter or group by owner reads
+the smallest rollup holding the dimensions it filters or groups on: whole months from the
+monthly rows, day rows only for the partial months at the edges of its range and for
+months in which it needs a running total on its own (``active`` per day or week). So
+``active`` at day D = monthly deltas before month(D) + day deltas from the month's start
+to D, and resource-hours use the monthly rows of months wholly before or wholly inside
+the window.
 
 A small per-deployment table (``statistics_deployments``) holds what the transitions
 need; ``stream_version`` makes a repeated event a no-op, so every bucket change is applied
@@ -534,7 +534,7 @@ class StatisticsReplay:
                 await _begin_bulk_load(driver, created, deltas=False)
                 for table in summed:
                     await _begin_bulk_load(driver, table, deltas=True)
-                self.changes = Changes.empty(created_from_facts=True)
+                self.changes = self._no_changes()
         if not self.all_in_memory:
             missing = sorted({d.deployment_id for _, d in items} - self.facts.keys())
             if missing:
@@ -559,7 +559,11 @@ class StatisticsReplay:
                 await _copy_deltas(driver, table, table_sums)
         else:
             await _write_changes(driver, self.tables, self.changes, rollups=False)
-        self.changes = Changes.empty(created_from_facts=bool(self.fresh))
+        self.changes = self._no_changes()
+
+    def _no_changes(self) -> Changes:
+        """Empty deltas; a bulk load keeps none for ``created`` (grouped from the facts)."""
+        return Changes.empty(created_from_facts=bool(self.fresh))
 
     async def _forget_oldest(self, driver: Any) -> None:
         await self._write_unwritten(driver)
@@ -590,7 +594,6 @@ class StatisticsReplay:
             driver = await _driver(conn)
             await self._write_pending(driver)
             await self._write_unwritten(driver)
-            self.all_in_memory = False
             if not self.fresh:
                 for table in self.tables[1:]:
                     await driver.execute(
@@ -598,14 +601,13 @@ class StatisticsReplay:
                     for statement in _rollups_sql(table):
                         await driver.execute(statement)
                 return
-        deployments, created, *summed = self.tables
-        sources = {created.name: _facts_as_created_rows(deployments),
-                   **{table.name: _deltas_name(table) for table in summed}}
+        deployments, created = self.tables[:2]
         two_at_a_time = asyncio.Semaphore(2)
 
         async def end(table: Table) -> None:
             async with two_at_a_time, engine.begin() as conn:
-                await _end_bulk_load(await _driver(conn), table, sources[table.name])
+                await _end_bulk_load(await _driver(conn), table,
+                                     facts=deployments if table is created else None)
 
         await asyncio.gather(*(end(table) for table in self.tables[1:]))
 
@@ -643,13 +645,14 @@ def _facts_as_created_rows(deployments: Table) -> str:
             f"FROM {_name(deployments)}) AS facts")
 
 
-async def _end_bulk_load(driver: Any, table: Table, source: str) -> None:
-    """Owner-day rows summed from ``source`` (the table's deltas, dropped then, or rows
-    derived from the facts), the rollups from them, then the indexes built over the
-    loaded rows."""
+async def _end_bulk_load(driver: Any, table: Table, *, facts: Table | None) -> None:
+    """Owner-day rows summed from the table's deltas (dropped then), or grouped from the
+    ``facts`` table (``created``, which kept none); the rollups from them; then the
+    indexes built over the loaded rows."""
     sql = _Sql(table)
+    source = _deltas_name(table) if facts is None else _facts_as_created_rows(facts)
     await driver.execute(sql.insert_summed(source, level=str(OWNER_DAY), owner=True))
-    if source == _deltas_name(table):
+    if facts is None:
         await driver.execute(f"DROP TABLE {source}")
     for statement in _rollups_sql(table):
         await driver.execute(statement)
@@ -678,9 +681,19 @@ def fold_batch(known: dict[str, Facts], items: Sequence[tuple[RecordedEvent, Any
 
 
 async def _write_facts(driver: Any, deployments: Table, facts: Sequence[Facts]) -> None:
-    names = [c.name for c in deployments.c]
-    await _upsert(driver, deployments, ["id"], [astuple(f) for f in facts],
-                  {n: "EXCLUDED" for n in names if n != "id"})
+    """Insert or replace ``facts`` in one round trip (INSERT ... SELECT FROM unnest(arrays)
+    ON CONFLICT (id) DO UPDATE; column names are plain identifiers)."""
+    if not facts:
+        return
+    columns = list(deployments.c)
+    arrays = [list(column) for column in zip(*(astuple(f) for f in facts), strict=True)]
+    await driver.execute(
+        f"INSERT INTO {_name(deployments)} ({', '.join(c.name for c in columns)}) "
+        "SELECT * FROM unnest("
+        + ", ".join(f"${i + 1}::{_cast(c)}" for i, c in enumerate(columns))
+        + ") ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f"{c.name} = EXCLUDED.{c.name}" for c in columns if c.name != "id"),
+        *arrays)
 
 
 async def _write_changes(driver: Any, tables: Sequence[Table], changes: Changes, *,
@@ -713,32 +726,6 @@ _ARRAY_TYPES = {"TEXT": "text[]", "DATE": "date[]", "BIGINT": "bigint[]",
 
 # How a repeated key merges: sums add, extremes keep the least/greatest (NULL ignored).
 _MERGE = {"min_us": "least", "max_us": "greatest"}
-
-
-async def _upsert(driver: Any, table: Table, keys: Sequence[str], rows: Sequence[Sequence[Any]],
-                  merge: dict[str, str]) -> None:
-    """INSERT ... SELECT FROM unnest(arrays) ON CONFLICT (keys) DO UPDATE: ``merge`` maps a
-    column to ``EXCLUDED`` (replace), ``add``, ``least`` or ``greatest``."""
-    if not rows:
-        return
-    columns = [c.name for c in table.c]
-    casts = [_ARRAY_TYPES[str(c.type.compile()).split("(")[0].split(" ")[0]]
-             for c in table.c]
-    arrays = [list(column) for column in zip(*rows, strict=True)]
-    updates = []
-    for name, how in merge.items():
-        if how == "EXCLUDED":
-            updates.append(f'"{name}" = EXCLUDED."{name}"')
-        elif how == "add":
-            updates.append(f'"{name}" = t."{name}" + EXCLUDED."{name}"')
-        else:
-            updates.append(f'"{name}" = {how}(t."{name}", EXCLUDED."{name}")')
-    quoted = ", ".join(f'"{c}"' for c in columns)
-    await driver.execute(
-        f"INSERT INTO {_name(table)} AS t ({quoted}) SELECT * FROM unnest("
-        + ", ".join(f"${i + 1}::{cast}" for i, cast in enumerate(casts))
-        + f") ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(updates),
-        *arrays)
 
 
 def _cast(column: Column[Any]) -> str:
@@ -984,14 +971,12 @@ def _days(table: Table, f: StatisticsFilter, group_by: Sequence[str], lo: date |
     the edges, and months with a cut). ``months=False``: day rows only.
     """
     level, day = table.c.level, table.c.day
-    mask = _kept(table, f, group_by)
+    within = [day >= lo] if lo is not None else []
+    if hi is not None:
+        within.append(day <= hi)
     if _needs_owner(f, group_by):
-        terms = [level == OWNER_DAY]
-        if lo is not None:
-            terms.append(day >= lo)
-        if hi is not None:
-            terms.append(day <= hi)
-        return and_(*terms)
+        return and_(level == OWNER_DAY, *within)
+    mask = _kept(table, f, group_by)
     if not months:
         split = None
     else:
@@ -1003,12 +988,7 @@ def _days(table: Table, f: StatisticsFilter, group_by: Sequence[str], lo: date |
         split = sorted({c.replace(day=1) for c in edges if c != _month_end(c)
                         and (lo is None or c >= lo.replace(day=1))})
     if split is None:
-        terms = [level == day_level(mask)]
-        if lo is not None:
-            terms.append(day >= lo)
-        if hi is not None:
-            terms.append(day <= hi)
-        return and_(*terms)
+        return and_(level == day_level(mask), *within)
     # Day rows of the split months (adjacent months merged into one range).
     ranges: list[list[date]] = []
     for month in split:
@@ -1018,11 +998,7 @@ def _days(table: Table, f: StatisticsFilter, group_by: Sequence[str], lo: date |
             ranges[-1][1] = last
         else:
             ranges.append([first, last])
-    monthly = [level == month_level(mask)]
-    if lo is not None:
-        monthly.append(day >= lo)
-    if hi is not None:
-        monthly.append(day <= hi)
+    monthly = [level == month_level(mask), *within]
     if split:
         monthly.append(day.not_in(split))
     parts = [and_(*monthly)]

@@ -185,6 +185,7 @@ async def test_concurrent_replays_leave_the_collector_as_they_found_it(
                          replay_into(f"gc_{uuid.uuid4().hex[:8]}"))
     order = [schema for schema, _ in seen]
     assert len(set(order)) == 2
+    # Their progress reports interleave (not all of one, then all of the other).
     assert order != sorted(order, key=order.index), "the replays did not overlap"
     assert all(t[0] == REPLAY_GC_THRESHOLD and t[1:] == before[1:] for _, t in seen)
     assert gc.get_threshold() == before
